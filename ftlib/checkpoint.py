@@ -1,0 +1,157 @@
+"""Checkpoints: safetensors weights + JSON, never pickle.
+
+A checkpoint is a folder::
+
+    model.safetensors   weights; its metadata repeats the model name and config
+    config.json         {"model": name, "config": {...}, "format": 1}
+    state.safetensors   (optional) every tensor of the training state
+    state.json          (optional) the rest of the training state, tensors replaced by references
+
+It is written into a temporary sibling folder and renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ftlib.errors import CheckpointError
+
+FORMAT = 1
+_TENSOR = "__tensor__"
+
+
+# ------------------------------------------------------------------------- nested state <-> flat
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
+    """Replace every tensor in a nested dict/list structure by a reference into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "tensor"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {_TENSOR: key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten(k, tensors, f"{prefix}.k{i}"), _flatten(v, tensors, f"{prefix}.{i}")]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if _TENSOR in obj:
+            return tensors[obj[_TENSOR]]
+        if "__dict__" in obj:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------- save / load
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP/compile wrappers (so saved names never start with ``module.``)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def save(model: nn.Module, path: str | Path, **state: Any) -> Path:
+    """Write ``model`` (and optional training ``state``) as a checkpoint folder at ``path``, atomically."""
+    model = unwrap(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"model": model.model_name, "config": model.config.to_dict(), "format": FORMAT}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, tmp / "model.safetensors", metadata={"ftlib": json.dumps(header)})
+        (tmp / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+        if state:
+            tensors: dict[str, torch.Tensor] = {}
+            skeleton = _flatten(state, tensors)
+            save_file(tensors, tmp / "state.safetensors")
+            (tmp / "state.json").write_text(json.dumps(skeleton) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        path = path.parent
+    if not (path / "model.safetensors").is_file():
+        raise CheckpointError(f"{path}: not an ftlib checkpoint (no model.safetensors); pass a checkpoint folder")
+    return path
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The ``{"model", "config"}`` header of a checkpoint."""
+    path = _folder(path)
+    try:
+        header = json.loads((path / "config.json").read_text())
+        return {"model": header["model"], "config": header["config"]}
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{path}/config.json is missing or corrupt ({exc})") from exc
+
+
+def load(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved at ``path`` (folder or its model.safetensors) with its weights.
+
+    ``expect`` names the architecture the caller needs; another one raises CheckpointError.
+    """
+    from ftlib import models
+
+    path = _folder(path)
+    header = read_header(path)
+    if expect is not None and header["model"] != expect:
+        raise CheckpointError(f"{path} holds a {header['model']!r} model, expected {expect!r}")
+    try:
+        model = models.from_config(header["model"], header["config"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {header['model']!r} from its config ({exc})") from exc
+    try:
+        weights = load_file(path / "model.safetensors", device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}/model.safetensors is corrupt or truncated ({exc})") from exc
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the {header['model']!r} config ({exc})") from exc
+    return model
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """The training state saved beside the weights (``{}`` when there is none)."""
+    path = _folder(path)
+    if not (path / "state.json").is_file():
+        return {}
+    try:
+        tensors = load_file(path / "state.safetensors")
+        return _unflatten(json.loads((path / "state.json").read_text()), tensors)
+    except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: training state is corrupt ({exc})") from exc

@@ -1,0 +1,1 @@
+"""Training data: synthetic songs and dataset loading."""

@@ -1,0 +1,11 @@
+"""Shared building blocks. Axis legend: b batch, c channels (feature maps), f frequency bins, t frames."""
+from ftlib.layers.attention import MultichannelMultiheadAttention, heads_for
+from ftlib.layers.conv import FrameDecoder, FrameEncoder
+from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm, MultichannelLinear
+from ftlib.layers.rotary import RotaryEmbedding
+from ftlib.layers.transformer import FeedForward, FrameTransformerDecoder, FrameTransformerEncoder
+
+__all__ = [
+    "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerDecoder", "FrameTransformerEncoder",
+    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "heads_for",
+]

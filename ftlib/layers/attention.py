@@ -1,0 +1,85 @@
+"""Multichannel multi-head attention: independent attention across frames for every channel.
+
+Each channel of ``[B, C, F, T]`` is a sequence of T frames with F features. Heads split F.
+Scaling is ``1/sqrt(head_dim)`` by default (``scale="features"`` gives the older ``1/sqrt(F)``).
+With residual attention (He et al. 2020, RealFormer) the pre-softmax scores of one block are
+added to the next block's; that needs the explicit path. Otherwise the fused
+``scaled_dot_product_attention`` kernel runs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ftlib.layers.multichannel import MultichannelLinear
+from ftlib.layers.rotary import RotaryEmbedding
+
+
+def heads_for(features: int, num_heads: int, min_head_dim: int = 16) -> int:
+    """The largest head count ``<= num_heads`` that divides ``features`` with heads of at least
+    ``min_head_dim`` features (at least one head), so narrow levels never get degenerate heads."""
+    for heads in range(min(num_heads, max(1, features // min_head_dim)), 0, -1):
+        if features % heads == 0 and (features // heads) % 2 == 0:
+            return heads
+    return 1
+
+
+class MultichannelMultiheadAttention(nn.Module):
+    """Attention across frames, in parallel over channels.
+
+    Args:
+        channels: C, attention runs independently for each channel.
+        features: F, the embedding size of a frame (split across heads).
+        num_heads: heads per channel (``features`` must divide evenly).
+        rotary: rotary position embedding on queries and keys.
+        scale: ``"head"`` (1/sqrt(head_dim)) or ``"features"`` (1/sqrt(F), the seed's choice).
+        dropout: attention dropout (training only).
+    """
+
+    def __init__(self, channels: int, features: int, num_heads: int, rotary: bool = True,
+                 scale: str = "head", dropout: float = 0.0):
+        super().__init__()
+        if features % num_heads:
+            raise ValueError(f"features={features} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = features // num_heads
+        self.scale = 1 / math.sqrt(self.head_dim if scale == "head" else features)
+        self.dropout = dropout
+        self.q = MultichannelLinear(channels, channels, features, features)
+        self.k = MultichannelLinear(channels, channels, features, features)
+        self.v = MultichannelLinear(channels, channels, features, features)
+        self.o = MultichannelLinear(channels, channels, features, features)
+        self.rotary = RotaryEmbedding(self.head_dim) if rotary else None
+        self.force_explicit = False  # for tests and benchmarks: skip the fused kernel
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(x, "b c (h d) t -> b c h t d", h=self.num_heads)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                prev_scores: torch.Tensor | None = None, return_scores: bool = False):
+        """``x [B, C, F, T]``, optional ``memory [B, C, F, Tm]`` for cross-attention,
+        optional ``prev_scores [B, C, H, T, Tm]``. Returns ``[B, C, F, T]`` and the
+        pre-softmax scores (or None when not requested)."""
+        source = x if memory is None else memory
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(source)), self._heads(self.v(source))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        dropout = self.dropout if self.training else 0.0
+        scores = None
+        if prev_scores is not None or return_scores or self.force_explicit:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if prev_scores is not None:
+                scores = scores + prev_scores
+            weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
+            out = torch.matmul(weights, v)
+        else:
+            b, c = q.shape[:2]
+            out = F.scaled_dot_product_attention(
+                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), dropout_p=dropout, scale=self.scale
+            ).unflatten(0, (b, c))
+        out = self.o(rearrange(out, "b c h t d -> b c (h d) t"))
+        return out, (scores if return_scores else None)

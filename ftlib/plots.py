@@ -1,0 +1,73 @@
+"""Figures. Every function takes arrays or records and returns a matplotlib Figure, so notebooks,
+widgets and scripts draw the same thing."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+if matplotlib.get_backend().lower() in ("qtagg", "tkagg", "macosx", "gtk3agg") and not matplotlib.is_interactive():
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def training_curves(records: Sequence[dict], title: str = "") -> Figure:
+    """Loss (and validation loss) and learning rate against step, side by side, from ``metrics.jsonl`` records."""
+    train = [r for r in records if "loss" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
+    if train:
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    if valid:
+        ax_loss.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="validation")
+    ax_loss.set(xlabel="step", ylabel="L1 loss", yscale="log", title="loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    if train and "lr" in train[0]:
+        ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train], color="tab:green")
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    ax_lr.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _db(magnitude: np.ndarray) -> np.ndarray:
+    return 20 * np.log10(np.maximum(magnitude, 1e-5))
+
+
+def spectrograms(panels: dict[str, np.ndarray], sample_rate: int = 44100, hop_length: int = 1024,
+                 max_hz: float | None = 8000.0, vmin: float = -80.0) -> Figure:
+    """One row per named magnitude ``[F, T]`` (or ``[C, F, T]``, channels averaged), in dB relative
+    to the loudest panel, sharing axes."""
+    mags = {k: (v.mean(axis=0) if v.ndim == 3 else v) for k, v in panels.items()}
+    ref = max(float(m.max()) for m in mags.values()) or 1.0
+    fig, axes = plt.subplots(len(mags), 1, figsize=(11, 2.4 * len(mags)), sharex=True, sharey=True,
+                             constrained_layout=True, squeeze=False)
+    for ax, (name, mag) in zip(axes[:, 0], mags.items()):
+        frames = mag.shape[-1]
+        extent = (0, frames * hop_length / sample_rate, 0, sample_rate / 2)
+        image = ax.imshow(_db(mag / ref), origin="lower", aspect="auto", extent=extent, vmin=vmin, vmax=0, cmap="magma")
+        ax.set(title=name, ylabel="Hz")
+        if max_hz:
+            ax.set_ylim(0, max_hz)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.colorbar(image, ax=axes[:, 0], label="dB", shrink=0.8)
+    return fig
+
+
+def sdr_table_figure(rows: Sequence[dict], stems: Sequence[str] = ("vocals", "instrumental")) -> Figure:
+    """Grouped bars of input SDR and separated SDR per song and stem (dB)."""
+    songs = [r["song"] for r in rows]
+    fig, axes = plt.subplots(1, len(stems), figsize=(5.5 * len(stems), 3.4), constrained_layout=True, squeeze=False)
+    x = np.arange(len(songs))
+    for ax, stem in zip(axes[0], stems):
+        ax.bar(x - 0.2, [r[f"input_sdr_{stem}"] for r in rows], 0.4, label="input (mixture)", color="0.7")
+        ax.bar(x + 0.2, [r[f"sdr_{stem}"] for r in rows], 0.4, label="separated")
+        ax.set_xticks(x, songs, rotation=30, ha="right")
+        ax.set(title=f"{stem} SDR", ylabel="dB")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.legend()
+    return fig

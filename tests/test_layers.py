@@ -1,0 +1,100 @@
+"""ftlib.layers: shapes, gradients, and the fused attention path against the explicit one."""
+import pytest
+import torch
+
+from ftlib.layers import (
+    ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerDecoder, FrameTransformerEncoder, MultichannelLayerNorm,
+    MultichannelLinear, MultichannelMultiheadAttention, RotaryEmbedding, heads_for,
+)
+
+
+def _grads_reach_all(module, out):
+    out.square().mean().backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reached {missing}"
+
+
+def test_multichannel_linear_matches_per_channel_loop():
+    torch.manual_seed(0)
+    layer = MultichannelLinear(3, 5, 8, 6)
+    x = torch.randn(2, 3, 8, 7)
+    y = layer(x)
+    assert y.shape == (2, 5, 6, 7)
+    mixed = torch.einsum("oc,bcft->boft", layer.mix, x)
+    for c in range(5):
+        expected = torch.einsum("of,bft->bot", layer.weight[c], mixed[:, c]) + layer.bias[c]
+        torch.testing.assert_close(y[:, c], expected, rtol=1e-5, atol=1e-5)
+    _grads_reach_all(layer, y)
+
+
+def test_channel_mix_equals_1x1_conv():
+    mix = ChannelMix(4, 3)
+    x = torch.randn(2, 4, 16, 5)
+    expected = torch.nn.functional.conv2d(x, mix.weight[:, :, None, None])
+    torch.testing.assert_close(mix(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_multichannel_layer_norm_normalises_each_frame():
+    norm = MultichannelLayerNorm(3, 16)
+    y = norm(torch.randn(2, 3, 16, 9) * 5 + 3)
+    torch.testing.assert_close(y.mean(dim=2), torch.zeros(2, 3, 9), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std(dim=2, unbiased=False), torch.ones(2, 3, 9), atol=1e-3, rtol=0)
+    _grads_reach_all(norm, y * torch.randn_like(y))
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rot = RotaryEmbedding(8)
+    q, k = torch.randn(1, 8), torch.randn(1, 8)
+    seq_q, seq_k = q.expand(20, 8), k.expand(20, 8)
+    scores = rot(seq_q) @ rot(seq_k).T  # [20, 20]
+    torch.testing.assert_close(scores[3, 1], scores[13, 11], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scores[0, 5], scores[10, 15], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rotary", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+def test_fused_attention_equals_explicit(rotary, cross):
+    torch.manual_seed(0)
+    attn = MultichannelMultiheadAttention(3, 32, 4, rotary=rotary)
+    x, mem = torch.randn(2, 3, 32, 11), torch.randn(2, 3, 32, 7)
+    fused, _ = attn(x, memory=mem if cross else None)
+    attn.force_explicit = True
+    explicit, _ = attn(x, memory=mem if cross else None)
+    torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-5)
+
+
+def test_residual_scores_are_returned_and_added():
+    torch.manual_seed(0)
+    attn = MultichannelMultiheadAttention(2, 16, 2)
+    x = torch.randn(1, 2, 16, 6)
+    out, scores = attn(x, return_scores=True)
+    assert scores.shape == (1, 2, 2, 6, 6)
+    out2, scores2 = attn(x, prev_scores=scores, return_scores=True)
+    torch.testing.assert_close(scores2, 2 * scores)
+    assert not torch.allclose(out, out2)
+
+
+def test_heads_adapt_to_narrow_levels():
+    assert heads_for(1024, 8) == 8
+    assert heads_for(32, 8) == 2  # head_dim stays >= 16
+    assert heads_for(8, 8) == 1
+    assert heads_for(48, 4) == 3
+
+
+def test_blocks_shapes_and_gradients():
+    torch.manual_seed(0)
+    x, skip = torch.randn(2, 6, 32, 9), torch.randn(2, 5, 64, 9)
+    enc = FrameEncoder(5, 6, 64, stride=2)
+    assert enc(skip).shape == (2, 6, 32, 9)
+    dec = FrameDecoder(6, 5, 4, 64)
+    y = dec(x, skip)
+    assert y.shape == (2, 4, 64, 9)
+    _grads_reach_all(dec, y)
+    te = FrameTransformerEncoder(6, 2, 32, num_heads=2)
+    h, scores = te(x)
+    assert h.shape == (2, 2, 32, 9) and scores is None
+    _grads_reach_all(te, h)
+    td = FrameTransformerDecoder(6, 2, 32, memory_channels=6, num_heads=2)
+    h, scores = td(x, x, return_scores=True)
+    assert h.shape == (2, 2, 32, 9) and scores.shape == (2, 2, 2, 9, 9)
+    _grads_reach_all(td, h)
