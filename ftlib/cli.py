@@ -101,6 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+KEY_METRICS = ("sdr_vocals", "improvement_vocals", "valid_loss", "train_seconds")
+
+
 def _format_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -116,13 +119,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs in {args.runs_dir or paths.runs_dir()}")
         return 0
-    # the first four numeric metrics that any run reports
-    metrics: list[str] = []
+    # key metrics first when runs report them, then the first other numeric ones, four at most
+    metrics = [k for k in KEY_METRICS if any(k in row for row in rows)]
     for row in rows:
         for key, value in row.items():
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if numeric and key not in metrics and len(metrics) < 4:
+            if numeric and key not in metrics:
                 metrics.append(key)
+    metrics = metrics[:4]
     columns = ["run", "status", *metrics]
     table = [columns] + [[_format_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]

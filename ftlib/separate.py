@@ -2,8 +2,8 @@
 
 The song's magnitude ``[C, F, T]`` is cut into chunks of ``cropsize`` frames; each chunk is given
 ``padding`` frames of its real neighbours on both sides (zeros beyond the song's edges), chunks run
-through the model in batches, and only each chunk's centre is kept. The mask is written into one
-preallocated array, so memory beyond the song's own spectrogram does not grow with its length.
+through the model in batches, and only each chunk's centre is kept. Chunks are cut straight from
+the song and the mask is written into one preallocated array, so nothing song-sized is copied.
 """
 from __future__ import annotations
 
@@ -34,23 +34,24 @@ def predict_mask(model: nn.Module, magnitude: torch.Tensor, cropsize: int = 256,
     device = next(model.parameters()).device
     channels, bins, frames = magnitude.shape
     chunks = math.ceil(frames / cropsize)
-    total = chunks * cropsize + 2 * padding
-    padded = torch.zeros(channels, bins, total, dtype=magnitude.dtype)
-    padded[..., padding:padding + frames] = magnitude
-    if normalise == "song":
-        padded /= float(magnitude.max()) + EPS
-    mask = torch.empty(channels, bins, chunks * cropsize)
+    scale = 1.0 / (float(magnitude.max()) + EPS) if normalise == "song" else 1.0
+    mask = torch.empty(channels, bins, frames)
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for first_chunk in tqdm(range(0, chunks, batch_size), desc="separating", leave=False, disable=not progress):
         ids = range(first_chunk, min(chunks, first_chunk + batch_size))
-        batch = torch.stack([padded[..., i * cropsize:(i + 1) * cropsize + 2 * padding] for i in ids])
+        batch = torch.zeros(len(ids), channels, bins, cropsize + 2 * padding)
+        for j, i in enumerate(ids):  # chunk i covers song frames [i * cropsize - padding, (i + 1) * cropsize + padding)
+            lo, hi = max(0, i * cropsize - padding), min(frames, (i + 1) * cropsize + padding)
+            at = lo - (i * cropsize - padding)
+            batch[j, ..., at:at + hi - lo] = magnitude[..., lo:hi] * scale
         if normalise == "chunk":
             batch = batch / (batch.amax(dim=(1, 2, 3), keepdim=True) + EPS)
         with autocast:
             out = first(model(batch.to(device))).float().cpu()
         for j, i in enumerate(ids):
-            mask[..., i * cropsize:(i + 1) * cropsize] = out[j, ..., padding:padding + cropsize]
-    return mask[..., :frames]
+            keep = min(cropsize, frames - i * cropsize)
+            mask[..., i * cropsize:i * cropsize + keep] = out[j, ..., padding:padding + keep]
+    return mask
 
 
 class Separator:
@@ -66,7 +67,8 @@ class Separator:
                  device: str | torch.device | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.spec = Spectrogram(spectrogram or SpectrogramConfig(n_fft=2 * model.config.num_bins))
+        bins = model.config.num_bins
+        self.spec = Spectrogram(spectrogram or SpectrogramConfig(n_fft=2 * bins, hop_length=bins))
         if self.spec.num_bins != model.config.num_bins:
             raise ValueError(f"n_fft={self.spec.n_fft} gives {self.spec.num_bins} bins, the model expects {model.config.num_bins}")
         self.sample_rate, self.cropsize, self.padding = sample_rate, cropsize, padding

@@ -77,3 +77,13 @@ def test_spectrogram_config_validation():
     with pytest.raises(ConfigError, match="hop_length"):
         SpectrogramConfig(hop_length=0)
     assert SpectrogramConfig.from_json(SpectrogramConfig(n_fft=512, hop_length=128).to_json()).n_fft == 512
+
+
+@pytest.mark.parametrize("fmt,subtype", [("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III"), ("flac", "PCM_16")])
+def test_compressed_formats_decode(tmp_path, fmt, subtype):
+    t = np.arange(44100) / 44100
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    sf.write(tmp_path / f"tone.{fmt}", np.stack([tone, tone]).T, 44100, format=fmt.upper(), subtype=subtype)
+    x = audio.load(tmp_path / f"tone.{fmt}")
+    assert x.shape[0] == 2 and abs(x.shape[1] - 44100) < 3000 and x.dtype == np.float32
+    assert np.abs(np.fft.rfft(x[0])).argmax() * 44100 / x.shape[1] == pytest.approx(440, abs=3)

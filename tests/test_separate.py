@@ -30,15 +30,6 @@ def test_chunked_equals_unchunked(frames, cropsize, batch):
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_model_chunked_close_to_unchunked():
-    torch.manual_seed(0)
-    model = models.build("frame_transformer", "tiny").eval()
-    mag = torch.rand(2, 64, 40)
-    one = predict_mask(model, mag, cropsize=40, padding=0)
-    chunked = predict_mask(model, mag, cropsize=10, padding=15)
-    assert (one - chunked).abs().mean() < 0.02
-
-
 def test_separate_stems_sum_to_the_mixture_and_files_are_written(tmp_path):
     sep = Separator(_local_model(), TINY_SPEC, cropsize=16, padding=4)
     wave = (np.random.default_rng(0).standard_normal((2, 5000)) * 0.1).astype(np.float32)
@@ -78,3 +69,22 @@ def test_bad_inputs(tmp_path):
         sep.separate(np.zeros((3, 100), np.float32))
     path = checkpoint.save(_local_model(), tmp_path / "ckpt")
     assert Separator.from_checkpoint(path, spectrogram=TINY_SPEC).model.config == _local_model().config
+
+
+def test_cli_separates_and_evaluates_with_a_real_checkpoint(tiny_dataset, tmp_path, capsys):
+    from ftlib import cli
+
+    ckpt = checkpoint.save(_local_model(), tmp_path / "ckpt")
+    song = tiny_dataset / "valid" / "song_000" / "mixture.wav"
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    code = cli.main(["separate", str(song), str(tmp_path / "broken.wav"), "-m", str(ckpt), "-o", str(tmp_path / "out"),
+                     "--cropsize", "32", "--padding", "8"])
+    assert code == 1, "one input failed"
+    assert "skipped" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mixture_Instruments.wav", "mixture_Vocals.wav"]
+    assert cli.main(["evaluate", str(tiny_dataset / "valid"), "-m", str(ckpt), "--csv", str(tmp_path / "sdr.csv")]) == 0
+    assert "song_000" in (tmp_path / "sdr.csv").read_text()
+    other = tmp_path / "not-a-checkpoint"
+    other.mkdir()
+    assert cli.main(["separate", str(song), "-m", str(other), "-o", str(tmp_path / "out2")]) == 2
+    assert "not an ftlib checkpoint" in capsys.readouterr().err

@@ -75,3 +75,8 @@ def test_non_finite_steps_are_skipped_and_counted(voxaug, tmp_path):
     model = fit(_model(), flaky_loss, voxaug, TrainConfig(steps=4, batch_size=2, log_every=1), tmp_path / "run")
     assert _log(tmp_path / "run")[-1]["skipped_steps"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_wandb_logs_offline_into_the_run_folder(voxaug, tmp_path):
+    fit(_model(), losses.separation_l1, voxaug, TrainConfig(steps=2, batch_size=2, wandb=True), tmp_path / "run")
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -4,7 +4,7 @@ The U-Net halves only the frequency axis (stride (2, 1)), so every level keeps a
 After each encoder a :class:`FrameTransformerEncoder` extracts ``attention_maps`` channels that
 attend across frames and are concatenated to the volume; before each decoder's output a
 :class:`FrameTransformerDecoder` does the same while attending to the skip connection as memory.
-A bias-free 1x1 projection and a sigmoid give the magnitude mask.
+A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
 
 Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
 """
@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerDecoder, FrameTransformerEncoder
+from ftlib.layers import (
+    ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerDecoder, FrameTransformerEncoder, MultichannelLayerNorm,
+)
 from ftlib.models import register
 
 
@@ -101,6 +103,9 @@ class FrameTransformer(nn.Module):
                 FrameTransformerDecoder(widths[i], maps[i], bins[i], skip_channels[i], **block) if has_tf[i] else None
             )
             in_ch = widths[i] + maps[i]
+        # normalising the last volume keeps the mask logits from drifting into sigmoid saturation,
+        # where training stalls at a mask of all ones
+        self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
         self.out = ChannelMix(in_ch, cfg.in_channels)
 
     def _chain(self, scores: torch.Tensor | None, block: nn.Module) -> torch.Tensor | None:
@@ -124,4 +129,4 @@ class FrameTransformer(nn.Module):
             if tf is not None:
                 h, scores = tf(x, skip, prev_scores=self._chain(scores, tf), return_scores=residual)
                 x = torch.cat([x, h], dim=1)
-        return torch.sigmoid(self.out(x))
+        return torch.sigmoid(self.out(self.out_norm(x)))

@@ -1,0 +1,26 @@
+# Two entry points: `make quickstart` (install + run the quickstart notebook) and `make test`.
+# CPU machines use constraints/cpu.txt (keeps torch on the CPU wheel); with your own CUDA build of
+# torch installed, run `make install CONSTRAINTS=` to leave it alone.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints/cpu.txt
+ARGS ?=
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install quickstart test
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(BIN)/pip install --progress-bar off -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ftlib)"
+	touch $@
+
+quickstart: install
+	$(BIN)/ftlib run notebooks/00_quickstart.ipynb $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
