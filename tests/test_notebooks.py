@@ -43,3 +43,14 @@ def test_quickstart_smoke_run(tmp_path, capsys):
     assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     assert (run / "00_quickstart.ipynb").is_file()
+
+
+def test_quickstart_runs_under_plain_papermill(tmp_path):
+    import papermill
+
+    notebook = next(p for p in NOTEBOOKS if p.name == "00_quickstart.ipynb")
+    papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters={"smoke": True, "tag": "pm"},
+                               cwd=str(notebook.parent), progress_bar=False)
+    (run,) = (tmp_path / "runs").iterdir()  # FTLIB_RUNS points here (conftest); run_dir was left empty
+    assert run.name.endswith("-00_quickstart-pm")
+    assert json.loads((run / "metrics.json").read_text())["smoke"] is True
