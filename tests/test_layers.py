@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from ftlib.layers import (
-    ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerDecoder, FrameTransformerEncoder, MultichannelLayerNorm,
-    MultichannelLinear, MultichannelMultiheadAttention, RotaryEmbedding, heads_for,
+    ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm, MultichannelLinear,
+    MultichannelMultiheadAttention, RotaryEmbedding, heads_for,
 )
 
 
@@ -53,9 +53,10 @@ def test_rotary_scores_depend_only_on_relative_position():
 
 @pytest.mark.parametrize("rotary", [True, False])
 @pytest.mark.parametrize("cross", [False, True])
-def test_fused_attention_equals_explicit(rotary, cross):
+@pytest.mark.parametrize("qkv_conv", ["none", "primer", "kxk"])
+def test_fused_attention_equals_explicit(rotary, cross, qkv_conv):
     torch.manual_seed(0)
-    attn = MultichannelMultiheadAttention(3, 32, 4, rotary=rotary)
+    attn = MultichannelMultiheadAttention(3, 32, 4, rotary=rotary, qkv_conv=qkv_conv)
     x, mem = torch.randn(2, 3, 32, 11), torch.randn(2, 3, 32, 7)
     fused, _ = attn(x, memory=mem if cross else None)
     attn.force_explicit = True
@@ -84,17 +85,30 @@ def test_heads_adapt_to_narrow_levels():
 def test_blocks_shapes_and_gradients():
     torch.manual_seed(0)
     x, skip = torch.randn(2, 6, 32, 9), torch.randn(2, 5, 64, 9)
-    enc = FrameEncoder(5, 6, 64, stride=2)
+    enc = FrameEncoder(5, 6, 64, stride=(2, 1))
     assert enc(skip).shape == (2, 6, 32, 9)
     dec = FrameDecoder(6, 5, 4, 64)
     y = dec(x, skip)
     assert y.shape == (2, 4, 64, 9)
     _grads_reach_all(dec, y)
-    te = FrameTransformerEncoder(6, 2, 32, num_heads=2)
+    te = FrameTransformerBlock(6, 2, 32, num_heads=2)
     h, scores = te(x)
     assert h.shape == (2, 2, 32, 9) and scores is None
     _grads_reach_all(te, h)
-    td = FrameTransformerDecoder(6, 2, 32, memory_channels=6, num_heads=2)
-    h, scores = td(x, x, return_scores=True)
+    memory = torch.randn(2, 3, 32, 5)
+    td = FrameTransformerBlock(6, 2, 32, memory_channels=(6, 3), num_heads=2, ffn="conv", qkv_conv="primer")
+    h, scores = td(x, (x, memory), return_scores=True)
     assert h.shape == (2, 2, 32, 9) and scores.shape == (2, 2, 2, 9, 9)
     _grads_reach_all(td, h)
+    with pytest.raises(ValueError, match="expects 2 memories"):
+        td(x, (x,))
+    t_enc = FrameEncoder(5, 6, 64, stride=(1, 2))
+    assert t_enc(skip).shape == (2, 6, 64, 5), "time stride rounds odd frame counts up"
+
+
+def test_attention_weights_can_be_captured():
+    attn = MultichannelMultiheadAttention(2, 16, 2)
+    attn.capture = True
+    attn(torch.randn(1, 2, 16, 7))
+    assert attn.weights.shape == (1, 2, 2, 7, 7)
+    torch.testing.assert_close(attn.weights.sum(-1), torch.ones(1, 2, 2, 7))

@@ -1,13 +1,38 @@
-"""Model registry and the frame transformer: shapes, gradients, determinism, save/load."""
+"""Model families: registry, shapes for any length, gradients, determinism, fused attention, save/load."""
 import pytest
 import torch
 
 from ftlib import checkpoint, models
 from ftlib.errors import CheckpointError, ConfigError
+from ftlib.layers import MultichannelMultiheadAttention
+
+SEPARATORS = ["frame_transformer", "temporal_unet"]
+DISCRIMINATORS = ["patch_discriminator", "vocal_activity_discriminator"]
+# every option of the frame transformer line, on the tiny preset
+VARIANTS = [
+    ("frame_transformer", {}),
+    ("frame_transformer", {"residual_attention": True}),
+    ("frame_transformer", {"transformer_from_level": 1}),
+    ("frame_transformer", {"in_channels": 1, "activation": "relu2", "attention_scale": "features"}),
+    ("frame_transformer", {"qkv_conv": "primer", "attention_maps": (1, 2, 3), "expansion": (1.0, 2.0, 4.0)}),
+    ("frame_transformer", {"input_attention_maps": 2, "decoder_attention": "self", "qkv_conv": "kxk",
+                           "residual_attention": True}),
+    ("frame_transformer", {"source_attention": True, "input_attention_maps": 1}),
+    ("temporal_unet", {}),
+    ("temporal_unet", {"residual_attention": True, "in_channels": 1}),
+]
+
+
+def _input(model, frames=12, batch=2):
+    return torch.rand(batch, model.config.in_channels, model.config.num_bins, frames)
+
+
+def _call(model, x):
+    return model(x) if model.task == "separation" else model(x, x)
 
 
 def test_registry_lists_and_builds():
-    assert "frame_transformer" in models.list_models()
+    assert models.list_models() == sorted(SEPARATORS + DISCRIMINATORS)
     model = models.build("frame_transformer", "tiny", channels=3)
     assert model.config.channels == 3 and model.model_name == "frame_transformer"
     with pytest.raises(ConfigError, match="unknown model"):
@@ -18,48 +43,78 @@ def test_registry_lists_and_builds():
         models.build("frame_transformer", "tiny", chanels=3)
     with pytest.raises(ConfigError, match="divisible"):
         models.build("frame_transformer", "tiny", num_bins=66)
+    with pytest.raises(ConfigError, match="one per level"):
+        models.build("frame_transformer", "tiny", attention_maps=(1, 2))
 
 
 @pytest.mark.parametrize("frames", [1, 7, 16, 33])
-@pytest.mark.parametrize("options", [{}, {"residual_attention": True}, {"transformer_from_level": 1},
-                                     {"in_channels": 1, "activation": "relu2", "attention_scale": "features"}])
-def test_mask_shape_and_range_for_any_length(frames, options):
-    model = models.build("frame_transformer", "tiny", **options)
-    x = torch.rand(2, model.config.in_channels, model.config.num_bins, frames)
+@pytest.mark.parametrize("name,options", VARIANTS, ids=lambda v: str(v))
+def test_mask_shape_and_range_for_any_length(name, options, frames):
+    model = models.build(name, "tiny", **options)
+    x = _input(model, frames)
     mask = model(x)
-    assert mask.shape == x.shape
+    assert mask.shape == x.shape and mask.dtype == x.dtype
     assert mask.min() >= 0 and mask.max() <= 1
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_gradients_reach_every_parameter(residual):
+@pytest.mark.parametrize("name,options", VARIANTS + [(d, {}) for d in DISCRIMINATORS], ids=lambda v: str(v))
+def test_gradients_reach_every_parameter(name, options):
     torch.manual_seed(0)
-    model = models.build("frame_transformer", "tiny", residual_attention=residual)
-    x = torch.rand(2, 2, 64, 12)
-    (model(x) * x).sub(x * 0.5).abs().mean().backward()
+    model = models.build(name, "tiny", **options)
+    x = _input(model)
+    _call(model, x).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
 
-def test_deterministic_under_seed():
+def test_discriminator_outputs():
+    patch = models.build("patch_discriminator", "tiny")
+    x = torch.rand(3, 2, 64, 20)
+    assert patch(x, x).shape == (3, 1, 16, 5)
+    activity = models.build("vocal_activity_discriminator", "tiny")
+    assert activity(x, x).shape == (3, 4, 20)
+    assert activity(x[..., :7], x[..., :7]).shape == (3, 4, 7)
+
+
+@pytest.mark.parametrize("name", SEPARATORS + DISCRIMINATORS)
+def test_deterministic_under_seed(name):
     outs = []
     for _ in range(2):
         torch.manual_seed(123)
-        model = models.build("frame_transformer", "tiny")
+        model = models.build(name, "tiny").eval()
         torch.manual_seed(7)
-        outs.append(model(torch.rand(1, 2, 64, 10)))
+        outs.append(_call(model, _input(model, 10, 1)))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-def test_fused_attention_model_equals_explicit():
+@pytest.mark.parametrize("name,options", [v for v in VARIANTS if not v[1].get("residual_attention")], ids=lambda v: str(v))
+def test_fused_attention_model_equals_explicit(name, options):
     torch.manual_seed(0)
-    model = models.build("frame_transformer", "tiny").eval()
-    x = torch.rand(1, 2, 64, 20)
+    model = models.build(name, "tiny", **options).eval()
+    x = _input(model, 20, 1)
     fused = model(x)
     for module in model.modules():
-        if hasattr(module, "force_explicit"):
+        if isinstance(module, MultichannelMultiheadAttention):
             module.force_explicit = True
     torch.testing.assert_close(model(x), fused, rtol=1e-5, atol=1e-6)
+
+
+def test_presets_match_published_sizes():
+    # the seed's frame_transformer_v4 at 32 channels: 192,699,428 parameters
+    v4 = models.build("frame_transformer", "v4")
+    assert abs(sum(p.numel() for p in v4.parameters()) / 192_699_428 - 1) < 0.10
+    assert models.build("frame_transformer", "v8").config.residual_attention
+
+
+@pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], ("patch_discriminator", {})],
+                         ids=lambda v: str(v))
+def test_checkpoint_round_trip_for_every_family(name, options, tmp_path):
+    torch.manual_seed(0)
+    model = models.build(name, "tiny", **options).eval()
+    rebuilt = checkpoint.load(checkpoint.save(model, tmp_path / "ckpt")).eval()
+    assert type(rebuilt) is type(model) and rebuilt.config == model.config
+    x = _input(model, 9, 1)
+    torch.testing.assert_close(_call(rebuilt, x), _call(model, x), rtol=0, atol=0)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -68,7 +123,6 @@ def test_checkpoint_round_trip(tmp_path):
     path = checkpoint.save(model, tmp_path / "ckpt", step=5, nested={"a": [1, 2.5, None], 3: torch.arange(4)})
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "state.json", "state.safetensors"]
     rebuilt = checkpoint.load(path).eval()
-    assert rebuilt.config == model.config
     x = torch.rand(1, 2, 64, 9)
     torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
     state = checkpoint.load_state(path)
@@ -80,8 +134,8 @@ def test_checkpoint_round_trip(tmp_path):
 def test_checkpoint_errors(tmp_path):
     model = models.build("frame_transformer", "tiny")
     path = checkpoint.save(model, tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="expected 'other'"):
-        checkpoint.load(path, expect="other")
+    with pytest.raises(CheckpointError, match="expected 'temporal_unet'"):
+        checkpoint.load(path, expect="temporal_unet")
     with pytest.raises(CheckpointError, match="not an ftlib checkpoint"):
         checkpoint.load(tmp_path)
     data = (path / "model.safetensors").read_bytes()

@@ -3,9 +3,9 @@ from ftlib.layers.attention import MultichannelMultiheadAttention, heads_for
 from ftlib.layers.conv import FrameDecoder, FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm, MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
-from ftlib.layers.transformer import FeedForward, FrameTransformerDecoder, FrameTransformerEncoder
+from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, SquaredReLU
 
 __all__ = [
-    "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerDecoder", "FrameTransformerEncoder",
-    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "heads_for",
+    "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerBlock",
+    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "SquaredReLU", "heads_for",
 ]

@@ -2,6 +2,9 @@
 
 Each channel of ``[B, C, F, T]`` is a sequence of T frames with F features. Heads split F.
 Scaling is ``1/sqrt(head_dim)`` by default (``scale="features"`` gives the older ``1/sqrt(F)``).
+Optional convolutions around the q/k/v projections: ``"primer"`` (a depthwise 1 x k convolution
+over frames after each projection, So et al. 2021) or ``"kxk"`` (a k x k convolution before each
+projection).
 With residual attention (He et al. 2020, RealFormer) the pre-softmax scores of one block are
 added to the next block's; that needs the explicit path. Otherwise the fused
 ``scaled_dot_product_attention`` kernel runs.
@@ -38,10 +41,14 @@ class MultichannelMultiheadAttention(nn.Module):
         rotary: rotary position embedding on queries and keys.
         scale: ``"head"`` (1/sqrt(head_dim)) or ``"features"`` (1/sqrt(F), the seed's choice).
         dropout: attention dropout (training only).
+        qkv_conv: ``"none"``, ``"primer"`` or ``"kxk"`` (see the module docstring).
+        qkv_kernel: kernel size of that convolution.
+
+    Set ``capture = True`` to keep the last attention weights ``[B, C, H, T, Tm]`` in ``weights``.
     """
 
     def __init__(self, channels: int, features: int, num_heads: int, rotary: bool = True,
-                 scale: str = "head", dropout: float = 0.0):
+                 scale: str = "head", dropout: float = 0.0, qkv_conv: str = "none", qkv_kernel: int = 3):
         super().__init__()
         if features % num_heads:
             raise ValueError(f"features={features} is not divisible by num_heads={num_heads}")
@@ -53,11 +60,28 @@ class MultichannelMultiheadAttention(nn.Module):
         self.k = MultichannelLinear(channels, channels, features, features)
         self.v = MultichannelLinear(channels, channels, features, features)
         self.o = MultichannelLinear(channels, channels, features, features)
+        if qkv_conv not in ("none", "primer", "kxk"):
+            raise ValueError(f"qkv_conv must be 'none', 'primer' or 'kxk', got {qkv_conv!r}")
+        self.qkv_conv = qkv_conv
+        if qkv_conv == "primer":  # depthwise over frames, after the projection
+            conv = lambda: nn.Conv2d(channels, channels, (1, qkv_kernel), padding=(0, qkv_kernel // 2), groups=channels)
+        else:  # full k x k over (frequency, frames), before the projection
+            conv = lambda: nn.Conv2d(channels, channels, qkv_kernel, padding=qkv_kernel // 2, bias=False)
+        self.convs = nn.ModuleList([conv() for _ in range(3)]) if qkv_conv != "none" else None
         self.rotary = RotaryEmbedding(self.head_dim) if rotary else None
         self.force_explicit = False  # for tests and benchmarks: skip the fused kernel
+        self.capture = False
+        self.weights: torch.Tensor | None = None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return rearrange(x, "b c (h d) t -> b c h t d", h=self.num_heads)
+
+    def _project(self, i: int, linear: MultichannelLinear, x: torch.Tensor) -> torch.Tensor:
+        if self.qkv_conv == "kxk":
+            return linear(self.convs[i](x))
+        if self.qkv_conv == "primer":
+            return self.convs[i](linear(x))
+        return linear(x)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
                 prev_scores: torch.Tensor | None = None, return_scores: bool = False):
@@ -65,17 +89,20 @@ class MultichannelMultiheadAttention(nn.Module):
         optional ``prev_scores [B, C, H, T, Tm]``. Returns ``[B, C, F, T]`` and the
         pre-softmax scores (or None when not requested)."""
         source = x if memory is None else memory
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(source)), self._heads(self.v(source))
+        q, k, v = (self._heads(self._project(i, proj, inp)) for i, (proj, inp) in
+                   enumerate(((self.q, x), (self.k, source), (self.v, source))))
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         dropout = self.dropout if self.training else 0.0
         scores = None
-        if prev_scores is not None or return_scores or self.force_explicit:
+        if prev_scores is not None or return_scores or self.force_explicit or self.capture:
             scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
             if prev_scores is not None:
                 scores = scores + prev_scores
-            weights = F.dropout(scores.softmax(dim=-1), dropout, self.training)
-            out = torch.matmul(weights, v)
+            weights = scores.softmax(dim=-1)
+            if self.capture:
+                self.weights = weights.detach()
+            out = torch.matmul(F.dropout(weights, dropout, self.training), v)
         else:
             b, c = q.shape[:2]
             out = F.scaled_dot_product_attention(

@@ -1,7 +1,8 @@
-"""Convolutional U-Net stages that resample only the frequency axis (stride (2, 1)).
+"""Convolutional U-Net stages that resample one axis: frequency (stride (2, 1), the asymmetric
+U-Nets) or frames (stride (1, 2), the temporal U-Net).
 
-Normalisation is per frame (:class:`MultichannelLayerNorm`), so the stages stay local in time:
-a frame's output depends on a few neighbouring frames only.
+Normalisation is per frame (:class:`MultichannelLayerNorm`), so frequency-resampling stages stay
+local in time: a frame's output depends on a few neighbouring frames only.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm
+from ftlib.layers.transformer import ACTIVATIONS
 
 
 class Conv2d(nn.Conv2d):
@@ -21,40 +23,45 @@ class Conv2d(nn.Conv2d):
 
 
 class FrameEncoder(nn.Module):
-    """Residual block ``[B, C_in, F, T] -> [B, C_out, F / stride, T]``.
+    """Residual block ``[B, C_in, F, T] -> [B, C_out, F / s_f, T / s_t]`` for ``stride = (s_f, s_t)``.
 
-    norm -> 3x3 conv (frequency stride) -> GELU -> 3x3 conv, plus a strided 1x1 shortcut.
+    norm -> 3x3 conv (strided) -> activation -> 3x3 conv, plus a strided 1x1 shortcut. ``features``
+    is the input's bin count (for the norm). Odd sizes round up.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, features: int, stride: int = 2):
+    def __init__(self, in_channels: int, out_channels: int, features: int, stride: tuple[int, int] = (2, 1),
+                 activation: str = "gelu"):
         super().__init__()
+        self.stride = tuple(stride)
         self.norm = MultichannelLayerNorm(in_channels, features)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=(stride, 1), padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=self.stride, padding=1)
+        self.act = ACTIVATIONS[activation]()
         self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
-        self.stride = stride
         self.shortcut = ChannelMix(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv2(F.gelu(self.conv1(self.norm(x))))
-        return h + self.shortcut(x[:, :, :: self.stride])
+        h = self.conv2(self.act(self.conv1(self.norm(x))))
+        return h + self.shortcut(x[:, :, :: self.stride[0], :: self.stride[1]])
 
 
 class FrameDecoder(nn.Module):
-    """Upsample frequency x2 (bilinear), concatenate the skip, residual block.
+    """Upsample to the skip's size (bilinear), concatenate the skip, residual block.
 
-    ``x [B, C_in, F/2, T]`` and ``skip [B, C_skip, F, T]`` -> ``[B, C_out, F, T]``.
+    ``x [B, C_in, F', T']`` and ``skip [B, C_skip, F, T]`` -> ``[B, C_out, F, T]``.
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, features: int):
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, features: int,
+                 activation: str = "gelu"):
         super().__init__()
         total = in_channels + skip_channels
         self.norm = MultichannelLayerNorm(total, features)
         self.conv1 = Conv2d(total, out_channels, 3, padding=1)
+        self.act = ACTIVATIONS[activation]()
         self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
         self.shortcut = ChannelMix(total, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
         x = torch.cat([x, skip], dim=1)
-        h = self.conv2(F.gelu(self.conv1(self.norm(x))))
+        h = self.conv2(self.act(self.conv1(self.norm(x))))
         return h + self.shortcut(x)

@@ -1,10 +1,14 @@
-"""Frame transformer blocks: pre-norm encoder/decoder layers over the frames of a few channels.
+"""Frame transformer blocks: pre-norm layers over the frames of a few extracted channels.
 
 A block *extracts* ``out_channels`` attention maps from its input volume with a channel-mixing
-embedding, runs attention (and, for decoders, cross-attention to a skip connection) and a
-feed-forward network per channel, and returns the maps; U-Nets concatenate them to their input.
+embedding, runs self-attention across frames, then cross-attention to each of its memories (a
+U-Net skip connection, the input spectrogram, ...), then a feed-forward network, all per channel,
+and returns the maps; U-Nets concatenate them to their input. With no memory it is an encoder
+block, with the skip as memory the decoder block of the seed's v4 line.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,81 +28,78 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu2": SquaredReLU, "relu": nn.ReLU}
 
 
 class FeedForward(nn.Module):
-    """Per-channel MLP over the frequency axis: ``[B, C, F, T] -> [B, C, F, T]``."""
+    """Per-channel MLP over the frequency axis (``kind="linear"``), or a 3x3 convolutional one over
+    (frequency, frames) (``kind="conv"``): ``[B, C, F, T] -> [B, C, F, T]``."""
 
     def __init__(self, channels: int, features: int, expansion: float = 2.0, activation: str = "gelu",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, kind: str = "linear"):
         super().__init__()
-        hidden = max(1, int(features * expansion))
-        self.net = nn.Sequential(
-            MultichannelLinear(channels, channels, features, hidden),
-            ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
-            MultichannelLinear(channels, channels, hidden, features),
-        )
+        if kind == "linear":
+            hidden = max(1, int(features * expansion))
+            layers = [MultichannelLinear(channels, channels, features, hidden), ACTIVATIONS[activation](),
+                      nn.Dropout(dropout), MultichannelLinear(channels, channels, hidden, features)]
+        elif kind == "conv":
+            hidden = max(1, int(channels * expansion))
+            layers = [nn.Conv2d(channels, hidden, 3, padding=1), ACTIVATIONS[activation](), nn.Dropout(dropout),
+                      nn.Conv2d(hidden, channels, 3, padding=1)]
+        else:
+            raise ValueError(f"feed-forward kind must be 'linear' or 'conv', got {kind!r}")
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-class _FrameTransformerBase(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, features: int, num_heads: int, expansion: float,
-                 activation: str, dropout: float, rotary: bool, attention_scale: str):
+class FrameTransformerBlock(nn.Module):
+    """Extract ``out_channels`` maps from ``x [B, C_in, F, T]``; self-attend across frames, then
+    cross-attend to each memory ``[B, C_mem_i, F, Tm]``, then feed forward.
+
+    Args:
+        in_channels: channels of the input volume.
+        out_channels: attention maps the block extracts (and returns).
+        features: F, bins of a frame.
+        memory_channels: channels of each memory the block cross-attends to, in call order.
+        num_heads: heads wanted (fewer at narrow levels, see :func:`heads_for`).
+        expansion: feed-forward hidden size relative to F (linear) or to the channels (conv).
+        activation: "gelu", "relu2" or "relu".
+        ffn: "linear" (per-channel over F) or "conv" (3x3).
+        dropout, rotary, attention_scale, qkv_conv, qkv_kernel: see
+            :class:`MultichannelMultiheadAttention`.
+
+    ``forward(x, memories=(), prev_scores=None, return_scores=False)`` returns
+    ``([B, out_channels, F, T], scores)``; ``scores`` are the self-attention pre-softmax scores
+    ``[B, out_channels, H, T, T]`` (for residual attention) when requested, else None.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, features: int, memory_channels: Sequence[int] = (),
+                 num_heads: int = 4, expansion: float = 2.0, activation: str = "gelu", ffn: str = "linear",
+                 dropout: float = 0.0, rotary: bool = True, attention_scale: str = "head", qkv_conv: str = "none",
+                 qkv_kernel: int = 3):
         super().__init__()
         heads = heads_for(features, num_heads)
+        attention = dict(rotary=rotary, scale=attention_scale, dropout=dropout, qkv_conv=qkv_conv, qkv_kernel=qkv_kernel)
         self.embed = ChannelMix(in_channels, out_channels)
         self.norm_attn = MultichannelLayerNorm(out_channels, features)
-        self.attn = MultichannelMultiheadAttention(out_channels, features, heads, rotary, attention_scale, dropout)
+        self.attn = MultichannelMultiheadAttention(out_channels, features, heads, **attention)
+        self.embed_memory = nn.ModuleList(ChannelMix(c, out_channels) for c in memory_channels)
+        self.norm_memory = nn.ModuleList(MultichannelLayerNorm(out_channels, features) for _ in memory_channels)
+        self.norm_cross = nn.ModuleList(MultichannelLayerNorm(out_channels, features) for _ in memory_channels)
+        self.cross = nn.ModuleList(MultichannelMultiheadAttention(out_channels, features, heads, **attention)
+                                   for _ in memory_channels)
         self.norm_ffn = MultichannelLayerNorm(out_channels, features)
-        self.ffn = FeedForward(out_channels, features, expansion, activation, dropout)
+        self.ffn = FeedForward(out_channels, features, expansion, activation, dropout, ffn)
         self.drop = nn.Dropout(dropout)
 
-
-class FrameTransformerEncoder(_FrameTransformerBase):
-    """Extract ``out_channels`` maps from ``x [B, C_in, F, T]`` and self-attend across frames.
-
-    Returns ``([B, out_channels, F, T], scores)``; ``scores`` are the pre-softmax attention scores
-    (for residual attention) when ``return_scores`` or ``prev_scores`` is given, else None.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, features: int, num_heads: int = 4,
-                 expansion: float = 2.0, activation: str = "gelu", dropout: float = 0.0, rotary: bool = True,
-                 attention_scale: str = "head"):
-        super().__init__(in_channels, out_channels, features, num_heads, expansion, activation, dropout, rotary,
-                         attention_scale)
-
-    def forward(self, x: torch.Tensor, prev_scores: torch.Tensor | None = None, return_scores: bool = False):
-        h = self.embed(x)
-        a, scores = self.attn(self.norm_attn(h), prev_scores=prev_scores, return_scores=return_scores)
-        h = h + self.drop(a)
-        h = h + self.drop(self.ffn(self.norm_ffn(h)))
-        return h, scores
-
-
-class FrameTransformerDecoder(_FrameTransformerBase):
-    """Like the encoder, plus cross-attention from ``x`` to ``memory [B, C_mem, F, Tm]`` (the skip).
-
-    Returns ``([B, out_channels, F, T], scores)`` where ``scores`` are the self-attention scores.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, features: int, memory_channels: int,
-                 num_heads: int = 4, expansion: float = 2.0, activation: str = "gelu", dropout: float = 0.0,
-                 rotary: bool = True, attention_scale: str = "head"):
-        super().__init__(in_channels, out_channels, features, num_heads, expansion, activation, dropout, rotary,
-                         attention_scale)
-        heads = heads_for(features, num_heads)
-        self.embed_memory = ChannelMix(memory_channels, out_channels)
-        self.norm_cross = MultichannelLayerNorm(out_channels, features)
-        self.norm_memory = MultichannelLayerNorm(out_channels, features)
-        self.cross = MultichannelMultiheadAttention(out_channels, features, heads, rotary, attention_scale, dropout)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, prev_scores: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, memories: Sequence[torch.Tensor] = (), prev_scores: torch.Tensor | None = None,
                 return_scores: bool = False):
+        if len(memories) != len(self.cross):
+            raise ValueError(f"block expects {len(self.cross)} memories, got {len(memories)}")
         h = self.embed(x)
         a, scores = self.attn(self.norm_attn(h), prev_scores=prev_scores, return_scores=return_scores)
         h = h + self.drop(a)
-        m = self.norm_memory(self.embed_memory(memory))
-        c, _ = self.cross(self.norm_cross(h), memory=m)
-        h = h + self.drop(c)
+        for memory, embed, norm_m, norm_c, cross in zip(memories, self.embed_memory, self.norm_memory,
+                                                         self.norm_cross, self.cross):
+            c, _ = cross(norm_c(h), memory=norm_m(embed(memory)))
+            h = h + self.drop(c)
         h = h + self.drop(self.ffn(self.norm_ffn(h)))
         return h, scores

@@ -2,11 +2,12 @@
 
     >>> from ftlib import models
     >>> models.list_models()
-    ['frame_transformer']
+    ['frame_transformer', 'patch_discriminator', 'temporal_unet', 'vocal_activity_discriminator']
     >>> model = models.build("frame_transformer", preset="tiny", channels=8)
 
-A separation model takes a magnitude ``[B, C, F, T]`` (``C = config.in_channels``,
-``F = config.num_bins``) and returns a mask in [0, 1] of the same shape.
+A separation model (``model.task == "separation"``) takes a magnitude ``[B, C, F, T]``
+(``C = config.in_channels``, ``F = config.num_bins``) and returns a mask in [0, 1] of the same
+shape; a discriminator (``task == "discriminator"``) takes ``(mixture, candidate)``.
 """
 from __future__ import annotations
 
@@ -52,4 +53,5 @@ def from_config(name: str, config: Config | dict[str, Any]) -> nn.Module:
     return module_cls(config if isinstance(config, config_cls) else config_cls.from_dict(dict(config)))
 
 
-from ftlib.models import frame_transformer  # noqa: E402,F401  (registers the family)
+# importing a family registers it
+from ftlib.models import discriminators, frame_transformer, temporal_unet  # noqa: E402,F401

@@ -1,11 +1,18 @@
 """Frame transformer: an asymmetric U-Net with frame transformer blocks at every level.
 
 The U-Net halves only the frequency axis (stride (2, 1)), so every level keeps all T frames.
-After each encoder a :class:`FrameTransformerEncoder` extracts ``attention_maps`` channels that
-attend across frames and are concatenated to the volume; before each decoder's output a
-:class:`FrameTransformerDecoder` does the same while attending to the skip connection as memory.
-A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
+After each encoder a :class:`FrameTransformerBlock` extracts ``attention_maps[i]`` channels that
+attend across frames and are concatenated to the volume; each decoder is followed by a block that
+also cross-attends to the skip connection (``decoder_attention="skip"``, the seed's v4) or only
+self-attends (``"self"``, v8). Options reproduce the rest of the v4 / v8 / v8.1 line:
 
+- v4: Primer depthwise convolutions after the q/k/v projections, squared-ReLU feed-forward.
+- v8: a transformer on the raw input (``input_attention_maps``), one residual-attention chain
+  through every block (RealFormer), a k x k convolution before the q/k/v projections.
+- v8.1: every block also attends to the input spectrogram pooled to its level (``source_attention``),
+  per-level feed-forward expansion.
+
+A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
 Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
 """
 from __future__ import annotations
@@ -13,13 +20,17 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.layers import (
-    ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerDecoder, FrameTransformerEncoder, MultichannelLayerNorm,
-)
+from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm
 from ftlib.models import register
+
+
+def per_level(values: tuple, levels: int) -> tuple:
+    """One value per level: a single value is repeated."""
+    return tuple(values) * levels if len(values) == 1 else tuple(values)
 
 
 @dataclasses.dataclass
@@ -29,48 +40,78 @@ class FrameTransformerConfig(Config):
         num_bins: frequency bins F of the input (n_fft // 2); divisible by 2^(levels - 1).
         channels: feature maps of the first U-Net level.
         channel_multipliers: one entry per level; level i has ``channels * m[i]`` maps at F / 2^i bins.
-        attention_maps: channels each frame transformer block extracts and concatenates.
+        attention_maps: maps each level's blocks extract (one value for all levels, or one per level).
+        input_attention_maps: maps of a block on the raw input before the first encoder (0: none; v8).
+        decoder_attention: "skip" (decoder blocks cross-attend to the skip, v4) or "self" (v8).
+        source_attention: every block also cross-attends to the input magnitude pooled to its level (v8.1).
         num_heads: attention heads (fewer at narrow levels so heads keep >= 16 features).
-        expansion: feed-forward hidden size as a multiple of the level's bins.
-        activation: feed-forward activation: "gelu", "relu2" (squared ReLU, Primer) or "relu".
+        expansion: feed-forward hidden size as a multiple of the level's bins (one value or one per level).
+        activation: "gelu", "relu2" (squared ReLU, Primer) or "relu", in blocks and convolutions.
         dropout: dropout in the transformer blocks.
         rotary: rotary position embedding on queries and keys.
-        attention_scale: "head" (1/sqrt(head_dim)) or "features" (1/sqrt(F)).
-        residual_attention: pass pre-softmax scores from block to block (RealFormer); disables
-            the fused attention kernel.
+        attention_scale: "head" (1/sqrt(head_dim)) or "features" (1/sqrt(F), the seed's).
+        qkv_conv: "none", "primer" (depthwise 1 x k after q/k/v, v4) or "kxk" (k x k before, v8).
+        qkv_kernel: kernel size of that convolution.
+        residual_attention: add each block's pre-softmax scores to the next one's (RealFormer) while
+            shapes match; disables the fused attention kernel.
         transformer_from_level: levels below this one get no transformer blocks (the full-resolution
-            levels are the most expensive ones).
+            levels are the most expensive).
     """
 
     in_channels: int = 2
     num_bins: int = 1024
     channels: int = 16
     channel_multipliers: tuple[int, ...] = (1, 2, 4, 6, 8, 10)
-    attention_maps: int = 2
+    attention_maps: tuple[int, ...] = (2,)
+    input_attention_maps: int = 0
+    decoder_attention: str = "skip"
+    source_attention: bool = False
     num_heads: int = 8
-    expansion: float = 2.0
+    expansion: tuple[float, ...] = (2.0,)
     activation: str = "gelu"
     dropout: float = 0.0
     rotary: bool = True
     attention_scale: str = "head"
+    qkv_conv: str = "none"
+    qkv_kernel: int = 3
     residual_attention: bool = False
     transformer_from_level: int = 0
 
     PRESETS = {
-        "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=1, num_heads=2),
-        "small": dict(channels=8, channel_multipliers=(1, 2, 3, 4, 5, 6), attention_maps=1, num_heads=4,
-                      expansion=1.0, transformer_from_level=2),
+        "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1,), num_heads=2),
+        # the quickstart model: no attention at the two full-resolution levels, fits a 2-core CPU
+        "small": dict(channels=4, channel_multipliers=(1, 2, 3, 4, 5, 6), attention_maps=(1,), num_heads=4,
+                      expansion=(1.0,), transformer_from_level=2),
+        # the seed's frame_transformer_v4 at 32 channels (192.7 M parameters published)
+        "v4": dict(channels=32, attention_maps=(4, 6, 8, 12, 14, 16), num_heads=4, expansion=(4.0,),
+                   activation="relu2", qkv_conv="primer", attention_scale="features", dropout=0.1),
+        # v8 at 16 channels: input transformer, encoder-style decoder blocks, one residual chain
+        "v8": dict(channels=16, attention_maps=(8,), input_attention_maps=8, decoder_attention="self", num_heads=4,
+                   expansion=(2.0,), activation="relu2", qkv_conv="kxk", residual_attention=True, dropout=0.1),
+        # v8.1: v8 plus source attention and feed-forward expansion growing towards the narrow levels
+        "v8.1": dict(channels=16, attention_maps=(8,), input_attention_maps=8, decoder_attention="self",
+                     source_attention=True, num_heads=4, expansion=(1.0, 1.0, 2.0, 2.0, 4.0, 4.0),
+                     activation="relu2", qkv_conv="kxk", residual_attention=True, dropout=0.1),
     }
 
+    @property
+    def levels(self) -> int:
+        return len(self.channel_multipliers)
+
     def validate(self) -> None:
-        levels = len(self.channel_multipliers)
+        levels = self.levels
         self.require(levels >= 1, "channel_multipliers needs at least one level")
-        self.require(min(self.in_channels, self.channels, self.attention_maps, self.num_heads) >= 1,
-                     "in_channels, channels, attention_maps and num_heads must be >= 1")
+        self.require(min(self.in_channels, self.channels, self.num_heads, *self.channel_multipliers) >= 1,
+                     "in_channels, channels, channel_multipliers and num_heads must be >= 1")
         self.require(self.num_bins % 2 ** (levels - 1) == 0,
                      f"num_bins={self.num_bins} must be divisible by 2^(levels-1)={2 ** (levels - 1)}")
+        for name in ("attention_maps", "expansion"):
+            self.require(len(getattr(self, name)) in (1, levels), f"{name} needs 1 or {levels} (one per level) values")
+        self.require(min(self.attention_maps) >= 1 and self.input_attention_maps >= 0, "attention maps must be >= 1")
+        self.require(self.decoder_attention in ("skip", "self"), "decoder_attention must be 'skip' or 'self'")
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
         self.require(self.attention_scale in ("head", "features"), "attention_scale must be 'head' or 'features'")
+        self.require(self.qkv_conv in ("none", "primer", "kxk"), "qkv_conv must be 'none', 'primer' or 'kxk'")
         self.require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
 
 
@@ -78,55 +119,78 @@ class FrameTransformerConfig(Config):
 class FrameTransformer(nn.Module):
     """Asymmetric U-Net frame transformer (see module docstring). ``config``: FrameTransformerConfig."""
 
+    task = "separation"
+
     def __init__(self, config: FrameTransformerConfig):
         super().__init__()
         self.config = cfg = config
+        levels = cfg.levels
         widths = [cfg.channels * m for m in cfg.channel_multipliers]
-        bins = [cfg.num_bins // 2 ** i for i in range(len(widths))]
-        block = dict(num_heads=cfg.num_heads, expansion=cfg.expansion, activation=cfg.activation,
-                     dropout=cfg.dropout, rotary=cfg.rotary, attention_scale=cfg.attention_scale)
-        has_tf = [i >= cfg.transformer_from_level for i in range(len(widths))]
-        maps = [cfg.attention_maps if t else 0 for t in has_tf]
+        bins = [cfg.num_bins // 2 ** i for i in range(levels)]
+        expansion = per_level(cfg.expansion, levels)
+        has_tf = [i >= cfg.transformer_from_level for i in range(levels)]
+        maps = [m if t else 0 for m, t in zip(per_level(cfg.attention_maps, levels), has_tf)]
+        source = (cfg.in_channels,) if cfg.source_attention else ()
+
+        def block(in_ch: int, level: int, skip: tuple = (), out: int | None = None) -> FrameTransformerBlock:
+            return FrameTransformerBlock(
+                in_ch, out or maps[level], bins[level], memory_channels=skip + source, num_heads=cfg.num_heads,
+                expansion=expansion[level], activation=cfg.activation, dropout=cfg.dropout, rotary=cfg.rotary,
+                attention_scale=cfg.attention_scale, qkv_conv=cfg.qkv_conv, qkv_kernel=cfg.qkv_kernel)
+
+        in_ch = cfg.in_channels
+        self.input_tf = None
+        if cfg.input_attention_maps:
+            self.input_tf = block(in_ch, 0, out=cfg.input_attention_maps)
+            in_ch += cfg.input_attention_maps
 
         self.encoders, self.encoder_tfs = nn.ModuleList(), nn.ModuleList()
-        in_ch = cfg.in_channels
-        for i, (width, f) in enumerate(zip(widths, bins)):
-            self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else f, stride=2 if i else 1))
-            self.encoder_tfs.append(FrameTransformerEncoder(width, maps[i], f, **block) if has_tf[i] else None)
+        for i, width in enumerate(widths):
+            stride = (2, 1) if i else (1, 1)
+            self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else bins[0], stride, cfg.activation))
+            self.encoder_tfs.append(block(width, i) if has_tf[i] else None)
             in_ch = width + maps[i]
         skip_channels = [w + m for w, m in zip(widths, maps)]
 
         self.decoders, self.decoder_tfs = nn.ModuleList(), nn.ModuleList()
-        for i in reversed(range(len(widths) - 1)):
-            self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i]))
-            self.decoder_tfs.append(
-                FrameTransformerDecoder(widths[i], maps[i], bins[i], skip_channels[i], **block) if has_tf[i] else None
-            )
+        for i in reversed(range(levels - 1)):
+            self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i], cfg.activation))
+            skip = (skip_channels[i],) if cfg.decoder_attention == "skip" else ()
+            self.decoder_tfs.append(block(widths[i], i, skip) if has_tf[i] else None)
             in_ch = widths[i] + maps[i]
         # normalising the last volume keeps the mask logits from drifting into sigmoid saturation,
         # where training stalls at a mask of all ones
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
         self.out = ChannelMix(in_ch, cfg.in_channels)
 
-    def _chain(self, scores: torch.Tensor | None, block: nn.Module) -> torch.Tensor | None:
-        """Residual scores continue only while their head count matches the next block's."""
-        if scores is None or scores.shape[2] != block.attn.num_heads:
-            return None
-        return scores
+    def _run(self, block: FrameTransformerBlock, x: torch.Tensor, memories: list, scores: torch.Tensor | None):
+        """Run a block, continuing the residual-score chain while the score shapes match."""
+        residual = self.config.residual_attention
+        expected = (block.attn.q.weight.shape[0], block.attn.num_heads)
+        prev = scores if residual and scores is not None and tuple(scores.shape[1:3]) == expected else None
+        h, new = block(x, memories, prev_scores=prev, return_scores=residual)
+        return torch.cat([x, h], dim=1), (new if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
-        residual = self.config.residual_attention
+        cfg = self.config
+        sources = [F.avg_pool2d(x, (2 ** i, 1)) if i else x for i in range(cfg.levels)] if cfg.source_attention else None
+
+        def memories(level: int, *skip: torch.Tensor) -> list:
+            return [*skip, sources[level]] if sources else [*skip]
+
         scores, skips = None, []
-        for encoder, tf in zip(self.encoders, self.encoder_tfs):
+        if self.input_tf is not None:
+            x, scores = self._run(self.input_tf, x, memories(0), scores)
+        for i, (encoder, tf) in enumerate(zip(self.encoders, self.encoder_tfs)):
             x = encoder(x)
             if tf is not None:
-                h, scores = tf(x, prev_scores=self._chain(scores, tf), return_scores=residual)
-                x = torch.cat([x, h], dim=1)
+                x, scores = self._run(tf, x, memories(i), scores)
             skips.append(x)
-        for decoder, tf, skip in zip(self.decoders, self.decoder_tfs, reversed(skips[:-1])):
-            x = decoder(x, skip)
+        for j, (decoder, tf) in enumerate(zip(self.decoders, self.decoder_tfs)):
+            level = cfg.levels - 2 - j
+            x = decoder(x, skips[level])
             if tf is not None:
-                h, scores = tf(x, skip, prev_scores=self._chain(scores, tf), return_scores=residual)
-                x = torch.cat([x, h], dim=1)
+                skip = (skips[level],) if cfg.decoder_attention == "skip" else ()
+                x, scores = self._run(tf, x, memories(level, *skip), scores)
         return torch.sigmoid(self.out(self.out_norm(x)))
