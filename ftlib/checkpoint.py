@@ -131,7 +131,7 @@ def load(path: str | Path, expect: str | None = None, map_location: str | torch.
     if expect is not None and header["model"] != expect:
         raise CheckpointError(f"{path} holds a {header['model']!r} model, expected {expect!r}")
     try:
-        model = models.from_config(header["model"], header["config"])
+        model = models.from_config(header["model"], header["config"], strict=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot rebuild model {header['model']!r} from its config ({exc})") from exc
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,8 @@ def _check_type(cls_name: str, name: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str):
             return value
     elif origin in (tuple, list):
+        if isinstance(value, (bool, int, float, str)):  # one value for a per-level field
+            value = (value,)
         if isinstance(value, (list, tuple)):
             args = typing.get_args(annotation)
             item = args[0] if args else Any
@@ -93,12 +96,16 @@ class Config:
         return cls.from_dict(values)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]):
+    def from_dict(cls, values: dict[str, Any], strict: bool = True):
+        """Build from a dict; unknown keys are an error, or with ``strict=False`` (loading configs
+        saved by older versions) dropped with a warning."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
-        if unknown:
+        if unknown and strict:
             raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
-        return cls(**values)
+        if unknown:
+            warnings.warn(f"{cls.__name__}: ignoring unknown field(s) {', '.join(unknown)}", stacklevel=2)
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def replace(self, **changes: Any):
         return type(self).from_dict({**self.to_dict(), **changes})

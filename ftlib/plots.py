@@ -71,3 +71,32 @@ def sdr_table_figure(rows: Sequence[dict], stems: Sequence[str] = ("vocals", "in
         ax.axhline(0, color="k", lw=0.6)
         ax.legend()
     return fig
+
+
+def attention_maps(maps: dict[str, np.ndarray], columns: int = 4, max_maps: int = 16) -> Figure:
+    """A grid of attention maps (first channel, heads averaged), one panel per attention layer.
+
+    ``maps``: name -> weights ``[C, H, T, Tm]`` (as from :func:`ftlib.models.inspect.attention_maps`).
+    """
+    items = list(maps.items())[:max_maps]
+    rows = max(1, -(-len(items) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, 3.0 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, weights) in zip(axes.flat, items):
+        ax.axis("on")
+        ax.imshow(np.asarray(weights)[0].mean(axis=0), origin="lower", aspect="auto", cmap="viridis")
+        ax.set_title(name, fontsize=8)
+        ax.set(xlabel="key frame", ylabel="query frame")
+    return fig
+
+
+def table_figure(rows: Sequence[dict], columns: Sequence[str], title: str = "") -> Figure:
+    """A table of ``rows`` (dicts) as a figure, for reports that are images only."""
+    fig, ax = plt.subplots(figsize=(2.0 * len(columns), 0.32 * (len(rows) + 2)), constrained_layout=True)
+    ax.axis("off")
+    cells = [[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in columns] for r in rows]
+    ax.table(cellText=cells, colLabels=list(columns), loc="center", cellLoc="left")
+    if title:
+        ax.set_title(title)
+    return fig

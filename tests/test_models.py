@@ -154,3 +154,19 @@ def test_checkpoint_overwrite_is_atomic_and_leaves_no_temp(tmp_path):
     checkpoint.save(model, tmp_path / "ckpt", step=2)
     assert checkpoint.load_state(tmp_path / "ckpt")["step"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_checkpoints_of_older_configs_still_load(tmp_path):
+    import json
+
+    model = models.build("frame_transformer", "tiny", attention_maps=(2,)).eval()
+    path = checkpoint.save(model, tmp_path / "ckpt")
+    header = json.loads((path / "config.json").read_text())
+    header["config"]["attention_maps"] = 2  # saved when the field held one int
+    header["config"]["retired_option"] = True  # a field that no longer exists
+    (path / "config.json").write_text(json.dumps(header))
+    with pytest.warns(UserWarning, match="retired_option"):
+        rebuilt = checkpoint.load(path).eval()
+    assert rebuilt.config.attention_maps == (2,)
+    x = torch.rand(1, 2, 64, 5)
+    torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)

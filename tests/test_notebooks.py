@@ -54,3 +54,17 @@ def test_quickstart_runs_under_plain_papermill(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()  # FTLIB_RUNS points here (conftest); run_dir was left empty
     assert run.name.endswith("-00_quickstart-pm")
     assert json.loads((run / "metrics.json").read_text())["smoke"] is True
+
+
+def test_models_notebook_smoke_run(tmp_path):
+    notebook = next(p for p in NOTEBOOKS if p.name == "05_models.ipynb")
+    assert cli.main(["run", str(notebook), "-p", "smoke", "true", "--runs-dir", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    from ftlib import models
+    from ftlib.layers import MultichannelMultiheadAttention
+    from ftlib.models.inspect import preset_table
+
+    layers = [m for m in models.build("frame_transformer", "small").modules() if isinstance(m, MultichannelMultiheadAttention)]
+    assert metrics["presets"] == len(preset_table()) and metrics["attention_layers"] == len(layers) > 0
+    assert {p.name for p in (run / "figures").iterdir()} == {"presets.png", "attention_maps.png"}

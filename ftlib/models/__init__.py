@@ -48,9 +48,10 @@ def build(name: str, preset: str = "tiny", **overrides: Any) -> nn.Module:
     return module_cls(config_cls.preset(preset, **overrides))
 
 
-def from_config(name: str, config: Config | dict[str, Any]) -> nn.Module:
+def from_config(name: str, config: Config | dict[str, Any], strict: bool = True) -> nn.Module:
+    """Build model ``name`` from a config object or dict (``strict=False`` drops unknown keys)."""
     config_cls, module_cls = lookup(name)
-    return module_cls(config if isinstance(config, config_cls) else config_cls.from_dict(dict(config)))
+    return module_cls(config if isinstance(config, config_cls) else config_cls.from_dict(dict(config), strict))
 
 
 # importing a family registers it

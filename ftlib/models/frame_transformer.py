@@ -82,6 +82,8 @@ class FrameTransformerConfig(Config):
         # the quickstart model: no attention at the two full-resolution levels, fits a 2-core CPU
         "small": dict(channels=4, channel_multipliers=(1, 2, 3, 4, 5, 6), attention_maps=(1,), num_heads=4,
                       expansion=(1.0,), transformer_from_level=2),
+        # attention at every level, for benchmarks and GPU experiments
+        "medium": dict(channels=8, attention_maps=(2,), num_heads=4, expansion=(2.0,)),
         # the seed's frame_transformer_v4 at 32 channels (192.7 M parameters published)
         "v4": dict(channels=32, attention_maps=(4, 6, 8, 12, 14, 16), num_heads=4, expansion=(4.0,),
                    activation="relu2", qkv_conv="primer", attention_scale="features", dropout=0.1),

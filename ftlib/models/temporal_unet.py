@@ -54,7 +54,7 @@ class TemporalUNetConfig(Config):
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1,), num_heads=2,
                      dropout=0.0),
-        "medium": dict(channels=16, attention_maps=(4,)),
+        "medium": dict(channels=8, channel_multipliers=(1, 2, 4, 6), attention_maps=(1,)),
     }
 
     def validate(self) -> None:
