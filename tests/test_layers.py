@@ -112,3 +112,23 @@ def test_attention_weights_can_be_captured():
     attn(torch.randn(1, 2, 16, 7))
     assert attn.weights.shape == (1, 2, 2, 7, 7)
     torch.testing.assert_close(attn.weights.sum(-1), torch.ones(1, 2, 2, 7))
+
+
+def test_flattened_block_attends_over_all_maps_of_a_frame():
+    torch.manual_seed(0)
+    block = FrameTransformerBlock(5, 3, 16, memory_channels=(4,), num_heads=4, flatten=True)
+    assert block.attn.q.weight.shape == (1, 48, 48), "one channel of 3 maps x 16 bins"
+    x, memory = torch.randn(2, 5, 16, 7), torch.randn(2, 4, 16, 9)
+    h, _ = block(x, (memory,))
+    assert h.shape == (2, 3, 16, 7)
+    _grads_reach_all(block, h)
+
+
+def test_frequency_only_convolutions_are_frame_local():
+    enc = FrameEncoder(2, 4, 32, stride=(2, 1), kernel=(3, 1))
+    x = torch.randn(1, 2, 32, 9)
+    y = enc(x)
+    x2 = x.clone()
+    x2[..., 4] += 1.0  # change one frame
+    changed = (enc(x2) - y).abs().sum(dim=(0, 1, 2)) > 0
+    assert changed.tolist() == [i == 4 for i in range(9)]

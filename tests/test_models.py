@@ -6,7 +6,7 @@ from ftlib import checkpoint, models
 from ftlib.errors import CheckpointError, ConfigError
 from ftlib.layers import MultichannelMultiheadAttention
 
-SEPARATORS = ["frame_transformer", "temporal_unet"]
+SEPARATORS = ["frame_primer", "frame_transformer", "temporal_unet"]
 DISCRIMINATORS = ["patch_discriminator", "vocal_activity_discriminator"]
 # every option of the frame transformer line, on the tiny preset
 VARIANTS = [
@@ -20,6 +20,8 @@ VARIANTS = [
     ("frame_transformer", {"source_attention": True, "input_attention_maps": 1}),
     ("temporal_unet", {}),
     ("temporal_unet", {"residual_attention": True, "in_channels": 1}),
+    ("frame_primer", {}),
+    ("frame_primer", {"flatten_maps": False, "residual_attention": True, "conv_kernel": (3, 3)}),
 ]
 
 
@@ -104,6 +106,17 @@ def test_presets_match_published_sizes():
     v4 = models.build("frame_transformer", "v4")
     assert abs(sum(p.numel() for p in v4.parameters()) / 192_699_428 - 1) < 0.10
     assert models.build("frame_transformer", "v8").config.residual_attention
+
+
+def test_frame_primer_matches_the_published_size_with_its_position_tables():
+    # FramePrimer2 (118 M published) learned a [heads, head_dim, cropsize=2048] position table per attention
+    # layer, i.e. features x 2048 parameters; ftlib uses rotary embeddings instead (any length).
+    from ftlib.layers import MultichannelMultiheadAttention
+    from ftlib.models.inspect import count_parameters
+
+    model = models.build("frame_primer", "default")
+    tables = sum(m.q.weight.shape[1] * 2048 for m in model.modules() if isinstance(m, MultichannelMultiheadAttention))
+    assert abs((count_parameters("frame_primer") + tables) / 118e6 - 1) < 0.10
 
 
 @pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], ("patch_discriminator", {})],

@@ -25,18 +25,20 @@ class Conv2d(nn.Conv2d):
 class FrameEncoder(nn.Module):
     """Residual block ``[B, C_in, F, T] -> [B, C_out, F / s_f, T / s_t]`` for ``stride = (s_f, s_t)``.
 
-    norm -> 3x3 conv (strided) -> activation -> 3x3 conv, plus a strided 1x1 shortcut. ``features``
-    is the input's bin count (for the norm). Odd sizes round up.
+    norm -> conv (strided) -> activation -> conv, plus a strided 1x1 shortcut. ``features`` is the
+    input's bin count (for the norm); ``kernel`` (odd sizes) is 3x3 by default, (3, 1) gives the
+    FramePrimer's frequency-only frame convolutions. Odd sizes round up.
     """
 
     def __init__(self, in_channels: int, out_channels: int, features: int, stride: tuple[int, int] = (2, 1),
-                 activation: str = "gelu"):
+                 activation: str = "gelu", kernel: tuple[int, int] = (3, 3)):
         super().__init__()
         self.stride = tuple(stride)
+        pad = (kernel[0] // 2, kernel[1] // 2)
         self.norm = MultichannelLayerNorm(in_channels, features)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=self.stride, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, kernel, stride=self.stride, padding=pad)
         self.act = ACTIVATIONS[activation]()
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv2d(out_channels, out_channels, kernel, padding=pad)
         self.shortcut = ChannelMix(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,13 +53,14 @@ class FrameDecoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, features: int,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", kernel: tuple[int, int] = (3, 3)):
         super().__init__()
         total = in_channels + skip_channels
+        pad = (kernel[0] // 2, kernel[1] // 2)
         self.norm = MultichannelLayerNorm(total, features)
-        self.conv1 = Conv2d(total, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(total, out_channels, kernel, padding=pad)
         self.act = ACTIVATIONS[activation]()
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv2d(out_channels, out_channels, kernel, padding=pad)
         self.shortcut = ChannelMix(total, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,8 @@ class FrameTransformerBlock(nn.Module):
         ffn: "linear" (per-channel over F) or "conv" (3x3).
         dropout, rotary, attention_scale, qkv_conv, qkv_kernel: see
             :class:`MultichannelMultiheadAttention`.
+        flatten: attend over the extracted maps flattened into one ``out_channels * F`` vector per
+            frame (the FramePrimer bottleneck) instead of per map.
 
     ``forward(x, memories=(), prev_scores=None, return_scores=False)`` returns
     ``([B, out_channels, F, T], scores)``; ``scores`` are the self-attention pre-softmax scores
@@ -74,32 +76,37 @@ class FrameTransformerBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, features: int, memory_channels: Sequence[int] = (),
                  num_heads: int = 4, expansion: float = 2.0, activation: str = "gelu", ffn: str = "linear",
                  dropout: float = 0.0, rotary: bool = True, attention_scale: str = "head", qkv_conv: str = "none",
-                 qkv_kernel: int = 3):
+                 qkv_kernel: int = 3, flatten: bool = False):
         super().__init__()
-        heads = heads_for(features, num_heads)
+        self.flatten = flatten
+        ch, width = (1, out_channels * features) if flatten else (out_channels, features)
+        heads = heads_for(width, num_heads)
         attention = dict(rotary=rotary, scale=attention_scale, dropout=dropout, qkv_conv=qkv_conv, qkv_kernel=qkv_kernel)
         self.embed = ChannelMix(in_channels, out_channels)
-        self.norm_attn = MultichannelLayerNorm(out_channels, features)
-        self.attn = MultichannelMultiheadAttention(out_channels, features, heads, **attention)
+        self.norm_attn = MultichannelLayerNorm(ch, width)
+        self.attn = MultichannelMultiheadAttention(ch, width, heads, **attention)
         self.embed_memory = nn.ModuleList(ChannelMix(c, out_channels) for c in memory_channels)
-        self.norm_memory = nn.ModuleList(MultichannelLayerNorm(out_channels, features) for _ in memory_channels)
-        self.norm_cross = nn.ModuleList(MultichannelLayerNorm(out_channels, features) for _ in memory_channels)
-        self.cross = nn.ModuleList(MultichannelMultiheadAttention(out_channels, features, heads, **attention)
-                                   for _ in memory_channels)
-        self.norm_ffn = MultichannelLayerNorm(out_channels, features)
-        self.ffn = FeedForward(out_channels, features, expansion, activation, dropout, ffn)
+        self.norm_memory = nn.ModuleList(MultichannelLayerNorm(ch, width) for _ in memory_channels)
+        self.norm_cross = nn.ModuleList(MultichannelLayerNorm(ch, width) for _ in memory_channels)
+        self.cross = nn.ModuleList(MultichannelMultiheadAttention(ch, width, heads, **attention) for _ in memory_channels)
+        self.norm_ffn = MultichannelLayerNorm(ch, width)
+        self.ffn = FeedForward(ch, width, expansion, activation, dropout, ffn)
         self.drop = nn.Dropout(dropout)
+
+    def _squeeze(self, h: torch.Tensor) -> torch.Tensor:
+        """``[B, M, F, T] -> [B, 1, M * F, T]`` when flattening."""
+        return h.flatten(1, 2).unsqueeze(1) if self.flatten else h
 
     def forward(self, x: torch.Tensor, memories: Sequence[torch.Tensor] = (), prev_scores: torch.Tensor | None = None,
                 return_scores: bool = False):
         if len(memories) != len(self.cross):
             raise ValueError(f"block expects {len(self.cross)} memories, got {len(memories)}")
-        h = self.embed(x)
+        h = self._squeeze(self.embed(x))
         a, scores = self.attn(self.norm_attn(h), prev_scores=prev_scores, return_scores=return_scores)
         h = h + self.drop(a)
         for memory, embed, norm_m, norm_c, cross in zip(memories, self.embed_memory, self.norm_memory,
                                                          self.norm_cross, self.cross):
-            c, _ = cross(norm_c(h), memory=norm_m(embed(memory)))
+            c, _ = cross(norm_c(h), memory=norm_m(self._squeeze(embed(memory))))
             h = h + self.drop(c)
         h = h + self.drop(self.ffn(self.norm_ffn(h)))
-        return h, scores
+        return (h.view(x.shape[0], -1, x.shape[2], x.shape[3]) if self.flatten else h), scores

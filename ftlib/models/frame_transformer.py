@@ -12,6 +12,10 @@ self-attends (``"self"``, v8). Options reproduce the rest of the v4 / v8 / v8.1 
 - v8.1: every block also attends to the input spectrogram pooled to its level (``source_attention``),
   per-level feed-forward expansion.
 
+``frame_primer`` (2022) is the same network configured as the FramePrimer: frequency-only (N x 1)
+frame convolutions, densely connected stacks of blocks per level, each squeezing the volume to a
+few maps attended as one flattened frame vector, Primer q/k/v convolutions and squared ReLU.
+
 A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
 Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
 """
@@ -56,6 +60,9 @@ class FrameTransformerConfig(Config):
             shapes match; disables the fused attention kernel.
         transformer_from_level: levels below this one get no transformer blocks (the full-resolution
             levels are the most expensive).
+        blocks_per_level: densely connected blocks per level (each sees the maps of the ones before).
+        flatten_maps: blocks attend over their maps flattened into one vector per frame.
+        conv_kernel: kernel of the U-Net convolutions, (3, 3) or frequency-only (3, 1).
     """
 
     in_channels: int = 2
@@ -76,6 +83,9 @@ class FrameTransformerConfig(Config):
     qkv_kernel: int = 3
     residual_attention: bool = False
     transformer_from_level: int = 0
+    blocks_per_level: int = 1
+    flatten_maps: bool = False
+    conv_kernel: tuple[int, int] = (3, 3)
 
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1,), num_heads=2),
@@ -115,6 +125,8 @@ class FrameTransformerConfig(Config):
         self.require(self.attention_scale in ("head", "features"), "attention_scale must be 'head' or 'features'")
         self.require(self.qkv_conv in ("none", "primer", "kxk"), "qkv_conv must be 'none', 'primer' or 'kxk'")
         self.require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        self.require(self.blocks_per_level >= 1, "blocks_per_level must be >= 1")
+        self.require(len(self.conv_kernel) == 2 and all(k % 2 for k in self.conv_kernel), "conv_kernel: two odd sizes")
 
 
 @register("frame_transformer", FrameTransformerConfig)
@@ -138,8 +150,15 @@ class FrameTransformer(nn.Module):
             return FrameTransformerBlock(
                 in_ch, out or maps[level], bins[level], memory_channels=skip + source, num_heads=cfg.num_heads,
                 expansion=expansion[level], activation=cfg.activation, dropout=cfg.dropout, rotary=cfg.rotary,
-                attention_scale=cfg.attention_scale, qkv_conv=cfg.qkv_conv, qkv_kernel=cfg.qkv_kernel)
+                attention_scale=cfg.attention_scale, qkv_conv=cfg.qkv_conv, qkv_kernel=cfg.qkv_kernel,
+                flatten=cfg.flatten_maps)
 
+        def stack(in_ch: int, level: int, skip: tuple = ()) -> nn.ModuleList:
+            """Densely connected blocks: block j sees the input plus the maps of blocks 0..j-1."""
+            count = cfg.blocks_per_level if has_tf[level] else 0
+            return nn.ModuleList(block(in_ch + j * maps[level], level, skip) for j in range(count))
+
+        conv = dict(activation=cfg.activation, kernel=cfg.conv_kernel)
         in_ch = cfg.in_channels
         self.input_tf = None
         if cfg.input_attention_maps:
@@ -149,17 +168,17 @@ class FrameTransformer(nn.Module):
         self.encoders, self.encoder_tfs = nn.ModuleList(), nn.ModuleList()
         for i, width in enumerate(widths):
             stride = (2, 1) if i else (1, 1)
-            self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else bins[0], stride, cfg.activation))
-            self.encoder_tfs.append(block(width, i) if has_tf[i] else None)
-            in_ch = width + maps[i]
-        skip_channels = [w + m for w, m in zip(widths, maps)]
+            self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else bins[0], stride, **conv))
+            self.encoder_tfs.append(stack(width, i))
+            in_ch = width + len(self.encoder_tfs[-1]) * maps[i]
+        skip_channels = [w + len(tfs) * m for w, tfs, m in zip(widths, self.encoder_tfs, maps)]
 
         self.decoders, self.decoder_tfs = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(levels - 1)):
-            self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i], cfg.activation))
+            self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i], **conv))
             skip = (skip_channels[i],) if cfg.decoder_attention == "skip" else ()
-            self.decoder_tfs.append(block(widths[i], i, skip) if has_tf[i] else None)
-            in_ch = widths[i] + maps[i]
+            self.decoder_tfs.append(stack(widths[i], i, skip))
+            in_ch = widths[i] + len(self.decoder_tfs[-1]) * maps[i]
         # normalising the last volume keeps the mask logits from drifting into sigmoid saturation,
         # where training stalls at a mask of all ones
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
@@ -184,15 +203,49 @@ class FrameTransformer(nn.Module):
         scores, skips = None, []
         if self.input_tf is not None:
             x, scores = self._run(self.input_tf, x, memories(0), scores)
-        for i, (encoder, tf) in enumerate(zip(self.encoders, self.encoder_tfs)):
+        for i, (encoder, tfs) in enumerate(zip(self.encoders, self.encoder_tfs)):
             x = encoder(x)
-            if tf is not None:
+            for tf in tfs:
                 x, scores = self._run(tf, x, memories(i), scores)
             skips.append(x)
-        for j, (decoder, tf) in enumerate(zip(self.decoders, self.decoder_tfs)):
+        for j, (decoder, tfs) in enumerate(zip(self.decoders, self.decoder_tfs)):
             level = cfg.levels - 2 - j
             x = decoder(x, skips[level])
-            if tf is not None:
-                skip = (skips[level],) if cfg.decoder_attention == "skip" else ()
+            skip = (skips[level],) if cfg.decoder_attention == "skip" else ()
+            for tf in tfs:
                 x, scores = self._run(tf, x, memories(level, *skip), scores)
         return torch.sigmoid(self.out(self.out_norm(x)))
+
+
+# ------------------------------------------------------------------------------- frame primer
+
+@dataclasses.dataclass
+class FramePrimerConfig(FrameTransformerConfig):
+    """The FramePrimer (2022) as a frame transformer configuration; fields as in FrameTransformerConfig.
+
+    The default is the seed's FramePrimer2: per-level bottlenecks of 1-10 maps flattened into
+    1024/1024/1024/768/512/320-feature frame vectors and a 2048-wide feed-forward everywhere. Its
+    learned relative-position table (tied to the crop size) is replaced by rotary embeddings.
+    """
+
+    channels: int = 8
+    attention_maps: tuple[int, ...] = (1, 2, 4, 6, 8, 10)
+    flatten_maps: bool = True
+    num_heads: int = 16
+    expansion: tuple[float, ...] = (2.0, 2.0, 2.0, 2048 / 768, 4.0, 6.4)
+    activation: str = "relu2"
+    qkv_conv: str = "primer"
+    conv_kernel: tuple[int, int] = (3, 1)
+    dropout: float = 0.1
+
+    PRESETS = {
+        "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1, 2, 2), num_heads=2,
+                     expansion=(2.0,), blocks_per_level=2, dropout=0.0),
+        # FramePrimer (v1): dense stacks of single-map blocks at every level
+        "dense": dict(attention_maps=(1,), blocks_per_level=4, expansion=(2.0,)),
+    }
+
+
+@register("frame_primer", FramePrimerConfig)
+class FramePrimer(FrameTransformer):
+    """The frame transformer network built from a :class:`FramePrimerConfig`."""
