@@ -6,7 +6,7 @@ from ftlib import checkpoint, models
 from ftlib.errors import CheckpointError, ConfigError
 from ftlib.layers import MultichannelMultiheadAttention
 
-SEPARATORS = ["frame_primer", "frame_transformer", "temporal_unet"]
+SEPARATORS = ["asym_unet_mct", "frame_primer", "frame_transformer", "temporal_unet"]
 DISCRIMINATORS = ["patch_discriminator", "vocal_activity_discriminator"]
 # every option of the frame transformer line, on the tiny preset
 VARIANTS = [
@@ -21,6 +21,7 @@ VARIANTS = [
     ("temporal_unet", {}),
     ("temporal_unet", {"residual_attention": True, "in_channels": 1}),
     ("frame_primer", {}),
+    ("asym_unet_mct", {}),
     ("frame_primer", {"flatten_maps": False, "residual_attention": True, "conv_kernel": (3, 3)}),
 ]
 

@@ -2,7 +2,7 @@
 
     >>> from ftlib import models
     >>> models.list_models()
-    ['frame_transformer', 'patch_discriminator', 'temporal_unet', 'vocal_activity_discriminator']
+    ['asym_unet_mct', 'frame_primer', 'frame_transformer', 'patch_discriminator', 'temporal_unet', ...]
     >>> model = models.build("frame_transformer", preset="tiny", channels=8)
 
 A separation model (``model.task == "separation"``) takes a magnitude ``[B, C, F, T]``
@@ -55,4 +55,4 @@ def from_config(name: str, config: Config | dict[str, Any], strict: bool = True)
 
 
 # importing a family registers it
-from ftlib.models import discriminators, frame_transformer, temporal_unet  # noqa: E402,F401
+from ftlib.models import asym_unet_mct, discriminators, frame_transformer, temporal_unet  # noqa: E402,F401
