@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-from ftlib.data.cache import SpectrogramCache
+from ftlib import audio
+from ftlib.data.cache import SpectrogramCache, WaveformCache
 from ftlib.data.sources import scan_songs, scan_stems
 from ftlib.data.voxaug import ValidationCrops, VoxAugConfig, VoxAugDataset
 from ftlib.errors import DataError
@@ -76,13 +77,20 @@ def test_bad_files_are_listed_and_skipped(tiny_dataset, tiny_cache, tmp_path, ca
     (root / "vocals" / "broken.wav").write_bytes(b"RIFF garbage")
     sf.write(root / "vocals" / "silent.wav", np.zeros((44100, 2), np.float32), 44100)
     sf.write(root / "instrumentals" / "short.wav", np.full((300, 2), 0.1, np.float32), 44100)
+    nan = np.full((44100, 2), 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(root / "instrumentals" / "nan.wav", nan, 44100, subtype="FLOAT")
+    sf.write(root / "vocals" / "empty.wav", np.zeros((0, 2), np.float32), 44100)
     with caplog.at_level(logging.WARNING):
         ds = VoxAugDataset(root, tiny_cache, VoxAugConfig(cropsize=16))
     reasons = {p.name: why for p, why in ds.skipped}
-    assert set(reasons) == {"broken.wav", "silent.wav", "short.wav"}
+    assert set(reasons) == {"broken.wav", "silent.wav", "short.wav", "nan.wav", "empty.wav"}
     assert "cannot decode" in reasons["broken.wav"] and reasons["silent.wav"] == "silent"
-    assert "too short" in reasons["short.wav"]
-    assert "broken.wav" in caplog.text
+    assert "too short" in reasons["short.wav"] and "NaN" in reasons["nan.wav"]
+    assert "no samples" in reasons["empty.wav"]
+    summaries = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
+    assert len(summaries) == 1, "one summary for the whole scan"
+    assert all(name in summaries[0].getMessage() for name in reasons)
     assert len(ds.vocals) == 2 and len(ds.instrumentals) == 2
 
 
@@ -109,3 +117,117 @@ def test_validation_crops_are_fixed(tiny_dataset, tiny_cache):
     assert torch.all(a[3]["target"] <= a[3]["mixture"] + 1e-7)
     with pytest.raises(DataError, match="at least"):
         ValidationCrops(tiny_dataset / "valid", tiny_cache, cropsize=10**6)
+
+
+# ------------------------------------------------------------------------------- cache trust
+
+def test_cache_key_sees_content_even_with_same_size_and_mtime(tiny_dataset, tiny_cache, tmp_path):
+    path = shutil.copy(scan_stems(tiny_dataset).vocals[0], tmp_path / "v.wav")
+    before = tiny_cache.key(path)
+    stat = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[1000:1004] = b"\x00\x01\x02\x03"  # same size, different samples (as cp -p would leave it)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert SpectrogramCache(tiny_cache.root, TINY_SPEC).key(path) != before
+
+
+@pytest.mark.parametrize("damage", ["flip", "sidecar"])
+def test_damaged_entries_are_never_trusted(tiny_dataset, tiny_cache, damage, caplog):
+    path = scan_stems(tiny_dataset).vocals[0]
+    good = np.array(tiny_cache.get(path))
+    entry = tiny_cache.root / tiny_cache.key(path)
+    if damage == "flip":
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 8] = bytes(8)  # same size, garbage in the middle
+        entry.write_bytes(bytes(data))
+    else:
+        entry.with_suffix(".json").unlink()
+    with caplog.at_level(logging.WARNING):
+        rebuilt = np.array(SpectrogramCache(tiny_cache.root, TINY_SPEC).get(path))  # as a new run would
+    np.testing.assert_array_equal(rebuilt, good)
+    assert "rebuilding corrupt cache entry" in caplog.text
+
+
+def test_parallel_build_keeps_order_and_matches_single_gets(tiny_dataset, tmp_path):
+    stems = scan_stems(tiny_dataset)
+    paths = stems.vocals + stems.instrumentals + [tmp_path / "missing.wav"]
+    cache = SpectrogramCache(tmp_path / "a", TINY_SPEC, workers=4)
+    usable, skipped = cache.build(paths, min_frames=16, desc="test")
+    assert usable == paths[:-1] and [p for p, _ in skipped] == paths[-1:]
+    single = SpectrogramCache(tmp_path / "b", TINY_SPEC, workers=1)
+    for p in usable:
+        np.testing.assert_array_equal(cache.get(p), single.get(p))
+
+
+def test_waveform_cache_holds_the_decoded_audio(tiny_dataset, tmp_path):
+    path = scan_stems(tiny_dataset).vocals[0]
+    wave = WaveformCache(tmp_path / "w", sample_rate=44100).get(path)
+    assert isinstance(wave, np.memmap) and wave.dtype == np.float32
+    np.testing.assert_array_equal(wave, audio.load(path))
+
+
+# ------------------------------------------------------------------------- voxaug and voxaug2
+
+def test_voxaug2_cycles_every_vocal_and_resumes_mid_epoch(tiny_dataset, tiny_cache):
+    ds = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=8, vocal_order="cycle"))
+    n = len(ds.vocals)
+    for index in range(len(ds)):
+        assert {ds.vocal_index(e, index, None) for e in range(n)} == set(range(n))
+    sampler = StepBatchSampler(len(ds), 2, seed=5)
+    straight = iter(DataLoader(ds, batch_sampler=sampler))
+    batches = [next(straight)["mixture"] for _ in range(7)]
+    resumed = iter(DataLoader(ds, batch_sampler=StepBatchSampler(len(ds), 2, seed=5, start=3)))
+    for expected in batches[3:]:  # step 3 lies in the middle of epoch 0 (4 batches per epoch)
+        assert torch.equal(next(resumed)["mixture"], expected)
+
+
+def test_voxaug_options_keep_the_item_contract(tiny_dataset, tiny_cache):
+    cfg = VoxAugConfig(cropsize=16, seed=1, two_vocal_prob=0.5, channel_drop_prob=0.5, eq_prob=0.5,
+                       width_prob=0.5, swap_prob=0.5, mixup_prob=0.5, return_vocals=True)
+    ds = VoxAugDataset(tiny_dataset, tiny_cache, cfg)
+    plain = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, seed=1))
+    for i in range(6):
+        item = ds[(0, i)]
+        assert set(item) == {"mixture", "target", "vocals"}
+        assert all(v.shape == (2, 64, 16) and v.dtype == torch.float32 for v in item.values())
+        assert torch.all(item["target"] <= item["mixture"] + 1e-6)
+        assert torch.all(item["vocals"] <= item["mixture"] + 1e-6)
+        assert torch.equal(item["mixture"], ds[(0, i)]["mixture"])
+    assert any(not torch.equal(ds[(0, i)]["mixture"], plain[(0, i)]["mixture"]) for i in range(6))
+    silent = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, no_vocal_prob=1.0))[(0, 0)]
+    assert torch.allclose(silent["target"], silent["mixture"]), "a vocal-free item's target is its mixture"
+
+
+def test_pairs_are_mixed_in_as_exact_real_crops(tiny_dataset, tiny_cache, tmp_path):
+    root = _copy(tiny_dataset, tmp_path / "data")
+    shutil.copytree(root / "valid", root / "pairs")
+    ds = VoxAugDataset(root, tiny_cache, VoxAugConfig(cropsize=16, pair_prob=1.0))
+    song = scan_songs(root / "pairs")[0]
+    mix = np.abs(tiny_cache.get(song["mixture"])[:, :-1])
+    inst = np.abs(tiny_cache.get(song["instrumental"])[:, :-1])
+    item = ds[(0, 2)]
+    windows = np.lib.stride_tricks.sliding_window_view(mix, 16, axis=-1)  # [C, F, starts, 16]
+    scale = windows.max(axis=(0, 1, 3))
+    error = np.abs(windows / scale[:, None] - item["mixture"].numpy()[:, :, None]).max(axis=(0, 1, 3))
+    start = int(error.argmin())
+    assert error[start] < 1e-5, "the item is a crop of the real mixture"
+    expected = np.minimum(inst[..., start:start + 16], mix[..., start:start + 16]) / scale[start]
+    np.testing.assert_allclose(item["target"].numpy(), expected, atol=1e-6)
+    with pytest.raises(DataError, match="pairs"):
+        VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, pair_prob=0.5))
+
+
+# --------------------------------------------------------------------------------- validation
+
+def test_validation_set_is_reusable_at_other_crop_sizes(tiny_dataset, tiny_cache):
+    big = ValidationCrops(tiny_dataset / "valid", tiny_cache, cropsize=32)
+    small = big.at(16)
+    assert len(small) == tiny_cache.get(scan_songs(tiny_dataset / "valid")[0]["mixture"]).shape[-1] // 16
+    direct = ValidationCrops(tiny_dataset / "valid", tiny_cache, cropsize=16)
+    assert torch.equal(small[5]["target"], direct[5]["target"])
+    stems = scan_stems(tiny_dataset)
+    mixes = ValidationCrops.from_stems(stems.instrumentals, stems.vocals, tiny_cache, cropsize=16, seed=2)
+    again = ValidationCrops.from_stems(stems.instrumentals, stems.vocals, tiny_cache, cropsize=16, seed=2)
+    assert len(mixes) == len(again) > 0 and torch.equal(mixes[7]["mixture"], again[7]["mixture"])
+    assert torch.all(mixes[7]["target"] <= mixes[7]["mixture"] + 1e-6)

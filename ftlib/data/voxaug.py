@@ -1,86 +1,113 @@
 """voxaug: training mixtures made on the fly from unaligned instrumental and vocal stems.
 
-Item ``i`` of epoch ``e`` is drawn from its own generator seeded by ``(seed, e, i)``, so items are
-identical whatever the DataLoader worker or order that produces them, no two workers share a
-random stream, and an epoch is reproducible from ``(seed, epoch)``.
+Item ``i`` of epoch ``e`` is drawn from its own generator seeded by ``(seed, e, i)`` (see
+:func:`~ftlib.data.augment.item_rng`), so items are identical whatever the DataLoader worker or
+order that produces them, and an epoch is reproducible from ``(seed, epoch)``; a run resumed in
+the middle of an epoch gets the very items it would have seen.
 
-Each item: a random crop of instrumental ``i mod N`` plus a random crop of a random vocal at a
-random gain, mixed in the complex STFT domain. Returns magnitudes without the Nyquist bin,
-``mixture`` and ``target`` ``[C, F, T]`` float32, both divided by the mixture crop's maximum;
-``target`` is the instrumental magnitude clamped to at most the mixture magnitude (so a mask in
-[0, 1] can reach it).
+Each item: a random crop of instrumental ``i mod N`` plus a crop of a vocal at a random gain, mixed
+in the complex STFT domain. The vocal is random (``vocal_order="random"``) or, voxaug2 style,
+vocal ``(e + i) mod M`` (``"cycle"``): over M epochs every instrumental meets every vocal. Options
+(all off by default): two-vocal blends, vocal channel drop, vocal-free items, real pairs at a rate,
+mixup and the per-stem augmentations of :class:`~ftlib.data.augment.AugmentConfig`.
+
+Returns magnitudes without the Nyquist bin, ``mixture`` and ``target`` ``[C, F, T]`` float32 (plus
+``vocals`` with ``return_vocals``), all divided by the mixture crop's maximum; targets are clamped
+to at most the mixture magnitude (so a mask in [0, 1] can reach them).
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ftlib.config import Config
-from ftlib.data.cache import SpectrogramCache
-from ftlib.data.sources import scan_songs, scan_stems
+from ftlib.data.augment import AugmentConfig, StemCrops, chance, item_rng, normalise
+from ftlib.data.cache import SpectrogramCache, report_skipped
+from ftlib.data.sources import scan_pairs, scan_stems
+from ftlib.data.validation import ValidationCrops, build_songs  # noqa: F401  (ValidationCrops: public here too)
 from ftlib.errors import DataError
 
-EPS = 1e-8
+__all__ = ["VoxAugConfig", "VoxAugDataset", "ValidationCrops", "normalise"]
 
 
 @dataclasses.dataclass
-class VoxAugConfig(Config):
+class VoxAugConfig(AugmentConfig):
     """Args:
         cropsize: frames per training item.
         vocal_gain_db: range of the random gain applied to the vocal stem, in dB.
         items_per_epoch: items in one epoch (0: one per instrumental crop of ``cropsize``).
         seed: base seed of the per-item generators.
+        vocal_order: "random" (a random vocal per item) or "cycle" (item i of epoch e gets vocal
+            (e + i) mod M, voxaug2).
+        no_vocal_prob: probability of a vocal-free item (mixture = instrumental).
+        two_vocal_prob: probability of adding a second random vocal (own crop and gain).
+        channel_drop_prob: probability of silencing one channel of a vocal.
+        pair_prob: probability that an item is a crop of a real aligned pair instead of a voxaug mix.
+        pairs_folder: folder of the pairs (``<song>/{mixture,instrumental[,vocals]}``; a MUSDB split
+            folder works), relative to the dataset root unless absolute.
+        return_vocals: also return the vocal magnitude as ``"vocals"``.
+        (+ the augmentation fields of AugmentConfig, keyword-only.)
     """
 
     cropsize: int = 256
     vocal_gain_db: tuple[float, float] = (-6.0, 3.0)
     items_per_epoch: int = 0
     seed: int = 0
+    vocal_order: str = "random"
+    no_vocal_prob: float = 0.0
+    two_vocal_prob: float = 0.0
+    channel_drop_prob: float = 0.0
+    pair_prob: float = 0.0
+    pairs_folder: str = "pairs"
+    return_vocals: bool = False
 
     PRESETS = {"tiny": dict(cropsize=16, items_per_epoch=8)}
 
     def validate(self) -> None:
+        super().validate()
         self.require(self.cropsize >= 1, "cropsize must be >= 1")
-        self.require(self.vocal_gain_db[0] <= self.vocal_gain_db[1], "vocal_gain_db must be (low, high)")
         self.require(self.items_per_epoch >= 0, "items_per_epoch must be >= 0")
-
-
-def normalise(mixture: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Divide the mixture and every other magnitude by the same normaliser: the mixture's maximum."""
-    scale = 1.0 / (float(mixture.max()) + EPS)
-    return [(x * scale).astype(np.float32) for x in (mixture, *others)]
-
-
-def random_crop(stft: np.ndarray, cropsize: int, rng: np.random.Generator) -> np.ndarray:
-    """``[C, F, T]`` -> ``[C, F - 1, cropsize]`` (Nyquist dropped) at a random start."""
-    start = int(rng.integers(0, stft.shape[-1] - cropsize + 1))
-    return np.asarray(stft[:, :-1, start:start + cropsize])
+        self.require(self.vocal_order in ("random", "cycle"), "vocal_order must be 'random' or 'cycle'")
 
 
 class VoxAugDataset(Dataset):
-    """Random instrumental + vocal mixtures from a stem folder (see module docstring)."""
+    """Random instrumental + vocal mixtures from a stem folder (see module docstring).
+
+    ``files`` (e.g. the train side of a :mod:`~ftlib.data.splits` split) restricts the stems used.
+    Unusable files are skipped with one warning and listed in ``.skipped``.
+    """
 
     epoch_aware = True  # items take (epoch, index)
 
-    def __init__(self, root: str | Path, cache: SpectrogramCache, config: VoxAugConfig | None = None):
+    def __init__(self, root: str | Path, cache: SpectrogramCache, config: VoxAugConfig | None = None,
+                 files: Collection[str | Path] | None = None):
         self.config = cfg = config or VoxAugConfig()
-        stems = scan_stems(root)
-        crop = cfg.cropsize
-        self.instrumentals, bad_inst = cache.build(stems.instrumentals, crop, desc="caching instrumentals")
-        self.vocals, bad_voc = cache.build(stems.vocals, crop, require_signal=True, desc="caching vocals")
-        self.skipped = bad_inst + bad_voc
+        root = Path(root)
+        stems = scan_stems(root, keep=files)
+        self.crops = StemCrops(cache, cfg, cfg.cropsize)
+        self.instrumentals, bad_inst = self.crops.build(stems.instrumentals, "caching instrumentals")
+        self.vocals, bad_voc = self.crops.build(stems.vocals, "caching vocals")
+        self.pairs, bad_pairs, num_pairs = [], [], 0
+        if cfg.pair_prob > 0:
+            songs = scan_pairs(root / cfg.pairs_folder)  # an absolute pairs_folder replaces root
+            self.pairs, bad_pairs = build_songs(cache, songs, cfg.cropsize, desc="caching pairs")
+            num_pairs = sum(len(s) - 1 for s in songs)
+        self.skipped = bad_inst + bad_voc + bad_pairs
+        report_skipped(self.skipped, len(stems.instrumentals) + len(stems.vocals) + num_pairs)
         for name, usable, found in (("instrumentals", self.instrumentals, stems.instrumentals),
                                     ("vocals", self.vocals, stems.vocals)):
             if not usable:
-                raise DataError(f"{Path(root) / name}: none of the {len(found)} files is usable "
-                                f"(each needs >= {crop} frames of non-silent audio); see the warnings above")
+                raise DataError(f"{root / name}: none of the {len(found)} files is usable "
+                                f"(each needs >= {cfg.cropsize} frames of non-silent audio); see the warnings above")
+        if cfg.pair_prob > 0 and not self.pairs:
+            raise DataError(f"{root / cfg.pairs_folder}: no usable pair (each needs >= {cfg.cropsize} frames)")
         self.cache = cache
         self.epoch = 0
-        crops = sum(cache.get(p).shape[-1] // crop for p in self.instrumentals)
+        crops = sum(self.crops.frames(p) // cfg.cropsize for p in self.instrumentals)
         self.length = cfg.items_per_epoch or max(1, crops)
 
     def set_epoch(self, epoch: int) -> None:
@@ -89,40 +116,57 @@ class VoxAugDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def vocal_index(self, epoch: int, index: int, rng: np.random.Generator) -> int:
+        """The vocal of item ``index`` in ``epoch``: ``(epoch + index) mod M`` when cycling, else random."""
+        if self.config.vocal_order == "cycle":
+            return (epoch + index) % len(self.vocals)
+        return int(rng.integers(len(self.vocals)))
+
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """``index`` or ``(epoch, index)`` (as the trainer's sampler passes it)."""
         cfg = self.config
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
-        rng = np.random.default_rng([cfg.seed, epoch, index])
-        inst = random_crop(self.cache.get(self.instrumentals[index % len(self.instrumentals)]), cfg.cropsize, rng)
-        vocal = random_crop(self.cache.get(self.vocals[int(rng.integers(len(self.vocals)))]), cfg.cropsize, rng)
-        gain = 10 ** (rng.uniform(*cfg.vocal_gain_db) / 20)
-        mix = np.abs(inst + gain * vocal)
-        mixture, target = normalise(mix, np.minimum(np.abs(inst), mix))
-        return {"mixture": torch.from_numpy(mixture), "target": torch.from_numpy(target)}
+        rng = item_rng(cfg.seed, epoch, index)
+        if chance(rng, cfg.pair_prob):
+            segment = self.pairs[int(rng.integers(len(self.pairs)))]
+            mix, inst = segment.crop(self.cache, int(rng.integers(0, segment.frames - cfg.cropsize + 1)), cfg.cropsize)
+            return self._item(inst, mix - inst)
+        inst, vocal = self._stems(epoch, index, rng)
+        if chance(rng, cfg.mixup_prob):
+            other = int(rng.integers(len(self)))
+            other_inst, other_vocal = self._stems(epoch, other, item_rng(cfg.seed, epoch, index, 1))
+            weight = np.float32(rng.uniform(*cfg.mixup_weight))
+            inst, vocal = (1 - weight) * inst + weight * other_inst, (1 - weight) * vocal + weight * other_vocal
+        return self._item(inst, vocal)
 
+    def _stems(self, epoch: int, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Complex ``(instrumental, vocal)`` crops ``[C, F, T]`` of one voxaug item."""
+        cfg = self.config
+        inst = self.crops.crop(self.instrumentals[index % len(self.instrumentals)], rng, "instrumental")
+        if chance(rng, cfg.no_vocal_prob):
+            return inst, np.zeros_like(inst)
+        vocal = self._vocal(self.vocal_index(epoch, index, rng), rng)
+        if chance(rng, cfg.two_vocal_prob):
+            vocal += self._vocal(int(rng.integers(len(self.vocals))), rng)
+        return inst, vocal
 
-class ValidationCrops(Dataset):
-    """Fixed, non-overlapping ``cropsize`` crops of aligned songs ``folder/<song>/{mixture,instrumental}``.
+    def _vocal(self, which: int, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.config
+        vocal = self.crops.crop(self.vocals[which], rng, "vocal")
+        vocal = vocal * np.float32(10 ** (rng.uniform(*cfg.vocal_gain_db) / 20))
+        if chance(rng, cfg.channel_drop_prob):
+            vocal[int(rng.integers(vocal.shape[0]))] = 0
+        return vocal
 
-    Built once from the cache; items are ``{"mixture", "target"}`` normalised like voxaug items.
-    """
+    def _item(self, inst: np.ndarray, vocal: np.ndarray) -> dict[str, torch.Tensor]:
+        """Normalised magnitudes from complex crops; ``vocal`` (always a fresh array) is overwritten.
 
-    def __init__(self, folder: str | Path, cache: SpectrogramCache, cropsize: int = 256):
-        self.items = []
-        for song in scan_songs(folder):
-            mix = cache.get(song["mixture"])
-            inst = cache.get(song["instrumental"]) if "instrumental" in song else mix - cache.get(song["vocals"])
-            for start in range(0, mix.shape[-1] - cropsize + 1, cropsize):
-                window = slice(start, start + cropsize)
-                m = np.abs(np.asarray(mix[:, :-1, window]))
-                mixture, target = normalise(m, np.minimum(np.abs(np.asarray(inst[:, :-1, window])), m))
-                self.items.append({"mixture": torch.from_numpy(mixture), "target": torch.from_numpy(target)})
-        if not self.items:
-            raise DataError(f"{folder}: no song is at least {cropsize} frames long")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.items[index]
+        Operations run in place where they can: at cropsize 1024 each temporary is a 16 MB buffer.
+        """
+        vocal_magnitude = np.abs(vocal) if self.config.return_vocals else None
+        mix = np.abs(np.add(vocal, inst, out=vocal))
+        target = np.abs(inst)
+        stems = [np.minimum(target, mix, out=target)]
+        if vocal_magnitude is not None:
+            stems.append(np.minimum(vocal_magnitude, mix, out=vocal_magnitude))
+        return dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, normalise(mix, *stems))))
