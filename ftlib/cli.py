@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import ftlib
@@ -135,53 +136,51 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given; folders replaced by their audio files (sorted, non-recursive)."""
-    from ftlib.audio import is_audio_file
+SEPARATOR_OPTIONS = ("cropsize", "padding", "batch_size", "device", "normalise", "ensemble", "weights",
+                     "tta_shift", "tta_swap", "tta_cropsizes", "postprocess")
 
-    out: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            out.extend(sorted(p for p in item.iterdir() if p.is_file() and is_audio_file(p)))
-        else:
-            out.append(item)
-    return out
+
+def _numbers(kind: type) -> Callable[[str], list]:
+    """argparse type: a comma-separated list of ``kind``."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+
+    return parse
+
+
+def _separator(args: argparse.Namespace):
+    """The Separator (one checkpoint or an ensemble) with the options given on the command line."""
+    from ftlib.separate import Separator
+
+    options = {k: getattr(args, k) for k in SEPARATOR_OPTIONS if getattr(args, k, None) not in (None, False)}
+    return Separator.from_checkpoint(args.model if len(args.model) > 1 else args.model[0], **options)
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    """Separate every input with a checkpoint; bad inputs are reported and skipped."""
-    from ftlib.separate import Separator
+    """Separate every input (files, folders, playlists); bad inputs are reported and skipped."""
+    from ftlib import batch
 
-    options = {k: getattr(args, k) for k in ("cropsize", "padding", "batch_size", "device") if getattr(args, k) is not None}
-    sep = Separator.from_checkpoint(args.model, **options)
-    files = _expand_inputs(args.inputs)
-    if not files:
-        raise FtlibError(f"no audio files found in {', '.join(args.inputs)}")
-    failed = 0
-    for path in files:
-        try:
-            written = sep.separate_file(path, args.output, fmt=args.format, vocals=not args.no_vocals)
-        except FtlibError as exc:
-            print(f"skipped {path}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(path)
-        for stem, out in written.items():
-            print(f"  {stem}: {out}")
-    return 1 if failed else 0
+    report = batch.separate_all(_separator(args), args.inputs, args.output, fmt=args.format, vocals=not args.no_vocals,
+                                bit_depth=args.bit_depth, model_names=args.model_names, overwrite=args.overwrite,
+                                progress=not args.quiet)
+    print(f"{len(report.done)} separated or copied, {len(report.skipped)} already done, {len(report.failed)} failed",
+          file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score estimates (or a checkpoint's separations) against a folder of references."""
-    from ftlib.evaluate import evaluate_folder, format_table
+    """Score estimates (or separations by checkpoints) against a folder of references."""
+    from ftlib.evaluate import evaluate_folder, format_summary, format_table
 
-    if args.estimates:
-        rows = evaluate_folder(args.folder, estimates=args.estimates)
-    else:
-        from ftlib.separate import Separator
-
-        rows = evaluate_folder(args.folder, separator=Separator.from_checkpoint(args.model))
-    print(format_table(rows))
+    separator = None if args.estimates else _separator(args)
+    rows = evaluate_folder(args.folder, estimates=args.estimates, separator=separator, progress=not args.quiet)
+    print(format_table(rows, [k for k in rows[0] if k.split("_")[0] in ("sdr", "csdr", "sisdr")]))
+    print()
+    print(format_summary(rows))
     if args.csv:
         fields = list(dict.fromkeys(key for row in rows for key in row))
         with open(args.csv, "w", newline="") as handle:
@@ -193,6 +192,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- parser
+
+def _add_separator_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("separation")
+    g.add_argument("--cropsize", type=int, help="frames per chunk (default: 256)")
+    g.add_argument("--padding", type=int, help="real context frames on each side of a chunk (default: 64)")
+    g.add_argument("--batch-size", type=int, help="chunks per forward pass (default: 4 on GPUs, 1 on CPU)")
+    g.add_argument("--device", help="torch device, e.g. cpu, cuda:0 or mps (default: best available)")
+    g.add_argument("--normalise", choices=("song", "chunk"),
+                   help="divide each chunk (default) or the whole song by its maximum")
+    g.add_argument("--ensemble", choices=("average", "min", "max", "waveform"),
+                   help="how several models combine (default: average)")
+    g.add_argument("--weights", type=_numbers(float), metavar="W1,W2,...", help="per-model weights (average, waveform)")
+    g.add_argument("--tta-shift", action="store_true", help="also run chunks shifted by half a chunk and average")
+    g.add_argument("--tta-swap", action="store_true", help="also run with left and right swapped and average")
+    g.add_argument("--tta-cropsizes", type=_numbers(int), metavar="C1,C2,...",
+                   help="extra chunk sizes to average over (padding scales with them)")
+    g.add_argument("--postprocess", action="store_true", help="raise the mask over long vocal-free stretches")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftlib", description="Frame transformers for music source separation.")
@@ -216,23 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("separate", help="split songs into instruments and vocals")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders of audio files")
-    p.add_argument("-m", "--model", required=True, metavar="CHECKPOINT", help="model checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders of audio files or JSON playlists")
+    p.add_argument("-m", "--model", required=True, action="append", metavar="CHECKPOINT",
+                   help="model checkpoint folder; repeat for an ensemble")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument("--cropsize", type=int, help="frames per window")
-    p.add_argument("--padding", type=int, help="context frames on each side of a window")
-    p.add_argument("--batch-size", type=int, help="windows per forward pass")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default: wav)")
+    p.add_argument("--bit-depth", type=int, choices=(16, 24, 32),
+                   help="bits per sample; 32 is float (wav only); default: 32-bit float wav, 24-bit flac")
     p.add_argument("--no-vocals", action="store_true", help="write the instrumental only")
-    p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: best available)")
+    p.add_argument("--model-names", action="store_true", help="append the model names to output file names")
+    p.add_argument("--overwrite", action="store_true", help="redo songs whose outputs exist (default: skip them)")
+    _add_separator_options(p)
     p.set_defaults(func=cmd_separate)
 
-    p = sub.add_parser("evaluate", help="SDR of separations against reference stems")
-    p.add_argument("folder", help="dataset folder with reference stems")
+    p = sub.add_parser("evaluate", help="SDR, cSDR and SI-SDR of separations against reference stems")
+    p.add_argument("folder", help="dataset folder: <song>/{mixture,vocals[,instrumental]}.wav (MUSDB18-HQ layout)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("-e", "--estimates", metavar="ESTIMATES_DIR", help="folder of existing separations")
-    source.add_argument("-m", "--model", metavar="CHECKPOINT", help="separate with this checkpoint first")
+    source.add_argument("-e", "--estimates", metavar="ESTIMATES_DIR",
+                        help="folder of existing separations <song>_Instruments[_<models>].<ext>")
+    source.add_argument("-m", "--model", action="append", metavar="CHECKPOINT",
+                        help="separate with this checkpoint first; repeat for an ensemble")
     p.add_argument("--csv", metavar="PATH", help="also write the per-song rows as CSV")
+    _add_separator_options(p)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

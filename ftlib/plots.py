@@ -100,3 +100,25 @@ def table_figure(rows: Sequence[dict], columns: Sequence[str], title: str = "") 
     if title:
         ax.set_title(title)
     return fig
+
+
+def score_comparison(summaries: dict[str, dict], metrics: Sequence[str] = ("sdr", "csdr", "sisdr"),
+                     stems: Sequence[str] = ("vocals", "instrumental")) -> Figure:
+    """Bars per metric: the input baseline, then each system's score (dB); one panel per stem.
+
+    ``summaries`` maps a system name to its ``evaluate`` summary row (``rows[-1]``).
+    """
+    labels = {"sdr": "SDR", "csdr": "cSDR", "sisdr": "SI-SDR"}
+    first = next(iter(summaries.values()))
+    bars = {"input (mixture)": {k[len("input_"):]: v for k, v in first.items() if k.startswith("input_")}, **summaries}
+    fig, axes = plt.subplots(1, len(stems), figsize=(5.5 * len(stems), 3.4), constrained_layout=True, squeeze=False)
+    x, width = np.arange(len(metrics)), 0.8 / len(bars)
+    for ax, stem in zip(axes[0], stems):
+        for i, (name, row) in enumerate(bars.items()):
+            ax.bar(x - 0.4 + width * (i + 0.5), [row[f"{m}_{stem}"] for m in metrics], width, label=name,
+                   color="0.7" if i == 0 else None)
+        ax.set_xticks(x, [labels.get(m, m) for m in metrics])
+        ax.set(title=stem, ylabel="dB")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.legend(fontsize="small")
+    return fig

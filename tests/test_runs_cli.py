@@ -197,7 +197,7 @@ class FakeSeparator:
         cls.created.append(sep)
         return sep
 
-    def separate_file(self, path, outdir, fmt="wav", vocals=True):
+    def separate_file(self, path, outdir, fmt="wav", vocals=True, **options):
         if Path(path).stem == "broken":
             raise AudioError(f"{path}: cannot decode audio")
         stems = ["instruments", "vocals"] if vocals else ["instruments"]
@@ -212,12 +212,13 @@ def fake_modules(monkeypatch):
     evaluate = types.ModuleType("ftlib.evaluate")
     evaluate.calls = []
 
-    def evaluate_folder(folder, estimates=None, separator=None):
+    def evaluate_folder(folder, estimates=None, separator=None, **options):
         evaluate.calls.append((folder, estimates, separator))
         return [{"song": "a", "sdr": 5.0}, {"song": "b", "sdr": 3.0, "extra": 1}]
 
     evaluate.evaluate_folder = evaluate_folder
-    evaluate.format_table = lambda rows: "TABLE " + " ".join(r["song"] for r in rows)
+    evaluate.format_table = lambda rows, columns=None: "TABLE " + " ".join(r["song"] for r in rows)
+    evaluate.format_summary = lambda rows: "SUMMARY"
     monkeypatch.setitem(sys.modules, "ftlib.separate", separate)
     monkeypatch.setitem(sys.modules, "ftlib.evaluate", evaluate)
     return evaluate
