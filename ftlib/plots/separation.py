@@ -1,16 +1,14 @@
-"""Figures. Every function takes arrays or records and returns a matplotlib Figure, so notebooks,
-widgets and scripts draw the same thing."""
+"""Figures of training runs, spectrograms, scores and attention."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-if matplotlib.get_backend().lower() in ("qtagg", "tkagg", "macosx", "gtk3agg") and not matplotlib.is_interactive():
-    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+__all__ = ["training_curves", "spectrograms", "sdr_table_figure", "attention_maps", "table_figure",
+           "score_comparison"]
 
 
 def training_curves(records: Sequence[dict], title: str = "") -> Figure:
