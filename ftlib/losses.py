@@ -1,9 +1,18 @@
-"""Loss functions. A training loss takes ``(model, batch)`` and returns ``(loss, metrics)``."""
+"""Training losses. A training loss takes ``(model, batch)`` and returns ``(loss, metrics)``.
+
+Batches hold magnitudes without the Nyquist bin, ``[B, C, F, T]``: ``mixture`` (the model input)
+and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The optional spectral terms of
+:class:`SeparationLoss` work on the same magnitudes, so they need nothing more from the dataset.
+"""
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ftlib.config import Config
 
 
 def first(output):
@@ -16,3 +25,106 @@ def separation_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
     mixture, target = batch["mixture"], batch["target"]
     estimate = first(model(mixture)) * mixture
     return F.l1_loss(estimate.float(), target.float()), {}
+
+
+def masked_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked pretraining: L1 of ``mask * input`` against the clean magnitude on masked frames only.
+
+    ``batch["token_mask"]`` is bool ``[B, T]``; unmasked frames do not count at all (the model could
+    copy them), so the loss is the mean over the ``C * F`` values of every masked frame.
+    """
+    mixture, target, frames = batch["mixture"], batch["target"], batch["token_mask"]
+    estimate = first(model(mixture)) * mixture
+    error = (estimate.float() - target.float()).abs().mean(dim=(1, 2))  # [B, T]
+    weight = frames.float()
+    loss = (error * weight).sum() / weight.sum().clamp_min(1.0)
+    unmasked = (error * (1 - weight)).sum() / (1 - weight).sum().clamp_min(1.0)
+    return loss, {"unmasked_l1": float(unmasked.detach())}
+
+
+# ------------------------------------------------------------------------------ spectral terms
+
+def mel_filterbank(num_bins: int, num_mels: int, sample_rate: int) -> torch.Tensor:
+    """Slaney mel filterbank ``[num_mels, num_bins]`` for a magnitude whose Nyquist bin was dropped."""
+    import librosa
+
+    n_fft = 2 * num_bins
+    bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels)  # [M, num_bins + 1]
+    return torch.from_numpy(bank[:, :num_bins]).float()
+
+
+def multi_resolution_l1(estimate: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...]) -> torch.Tensor:
+    """Mean over ``scales`` of spectral convergence + log-magnitude L1 on ``[B, C, F, T]`` magnitudes
+    average-pooled by ``s x s`` (coarser time-frequency resolutions of the same spectrogram)."""
+    total = estimate.new_zeros(())
+    for s in scales:
+        est = F.avg_pool2d(estimate.flatten(0, 1)[:, None], s, ceil_mode=True) if s > 1 else estimate
+        tgt = F.avg_pool2d(target.flatten(0, 1)[:, None], s, ceil_mode=True) if s > 1 else target
+        convergence = torch.linalg.vector_norm(tgt - est) / torch.linalg.vector_norm(tgt).clamp_min(1e-8)
+        log_l1 = F.l1_loss(torch.log(est.clamp_min(1e-5)), torch.log(tgt.clamp_min(1e-5)))
+        total = total + convergence + log_l1
+    return total / len(scales)
+
+
+@dataclasses.dataclass
+class SeparationLossConfig(Config):
+    """Args:
+        l1: weight of the L1 on ``mask * mixture`` vs target (linear magnitude).
+        mel: weight of an L1 on mel-scale magnitudes (more weight on low frequencies, like hearing).
+        num_mels: mel bands of the mel term.
+        sample_rate: sample rate of the audio behind the spectrogram (mel band edges).
+        multi_resolution: weight of the multi-resolution spectral term (spectral convergence + log
+            magnitude L1 at several pooled resolutions).
+        scales: pooling factors of the multi-resolution term (1 = full resolution).
+    """
+
+    l1: float = 1.0
+    mel: float = 0.0
+    num_mels: int = 128
+    sample_rate: int = 44100
+    multi_resolution: float = 0.0
+    scales: tuple[int, ...] = (1, 2, 4, 8)
+
+    PRESETS = {"spectral": dict(mel=1.0, multi_resolution=0.1)}
+
+    def validate(self) -> None:
+        self.require(min(self.l1, self.mel, self.multi_resolution) >= 0, "loss weights must be >= 0")
+        self.require(self.l1 + self.mel + self.multi_resolution > 0, "at least one loss weight must be > 0")
+        self.require(self.num_mels >= 1 and all(s >= 1 for s in self.scales), "num_mels and scales must be >= 1")
+
+
+class SeparationLoss:
+    """Supervised separation loss: weighted L1 + mel L1 + multi-resolution spectral term.
+
+    ``SeparationLoss()`` (defaults) equals :func:`separation_l1`. Reported metrics: each active term.
+    """
+
+    def __init__(self, config: SeparationLossConfig | None = None, **overrides):
+        self.config = config or SeparationLossConfig.preset("default", **overrides)
+        self._banks: dict[tuple, torch.Tensor] = {}
+
+    def _bank(self, num_bins: int, device: torch.device) -> torch.Tensor:
+        key = (num_bins, str(device))
+        if key not in self._banks:
+            self._banks[key] = mel_filterbank(num_bins, self.config.num_mels, self.config.sample_rate).to(device)
+        return self._banks[key]
+
+    def terms(self, estimate: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes."""
+        cfg, out = self.config, {}
+        if cfg.l1:
+            out["l1"] = F.l1_loss(estimate, target)
+        if cfg.mel:
+            bank = self._bank(estimate.shape[-2], estimate.device)
+            out["mel"] = F.l1_loss(torch.einsum("mf,bcft->bcmt", bank, estimate),
+                                   torch.einsum("mf,bcft->bcmt", bank, target))
+        if cfg.multi_resolution:
+            out["multi_resolution"] = multi_resolution_l1(estimate, target, cfg.scales)
+        return out
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        mixture, target = batch["mixture"], batch["target"].float()
+        estimate = (first(model(mixture)) * mixture).float()
+        terms = self.terms(estimate, target)
+        loss = sum(getattr(self.config, name) * value for name, value in terms.items())
+        return loss, {name: float(value.detach()) for name, value in terms.items()} if len(terms) > 1 else {}

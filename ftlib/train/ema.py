@@ -1,0 +1,40 @@
+"""Exponential moving average of model weights."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Shadow copy of a model's floating-point parameters and buffers, ``w <- d * w + (1 - d) * model``.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates so the average
+    is not dominated by the random initialisation. Shadows are float32 whatever the model's dtype.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if name in self.shadow:
+                self.shadow[name].lerp_(value.detach().float(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> nn.Module:
+        """Load the averaged weights into ``model`` (in place) and return it."""
+        state = model.state_dict()
+        for name, value in self.shadow.items():
+            state[name].copy_(value.to(state[name].dtype))
+        return model
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "shadow": dict(self.shadow)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.shadow = {k: v.float().clone() for k, v in state["shadow"].items()}

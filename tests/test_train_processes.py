@@ -1,0 +1,75 @@
+"""``python -m ftlib.train`` in real processes: two-process DDP over gloo, and a run killed mid-epoch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlib import checkpoint
+from ftlib.train import latest_checkpoint, recipes
+
+TINY = ["--preset", "tiny", "--set", 'model_overrides={"dropout": 0}', "--set", "context_cropsizes=[]"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _train(*args, timeout=240):
+    done = subprocess.run([sys.executable, "-m", "ftlib.train", *TINY, *args], env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return checkpoint.load(Path(run_dir) / "checkpoints" / f"step-{step:07d}").state_dict()
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    common = ["--set", "train.steps=3", "--set", "train.warmup_steps=1"]
+    _train(*common, "--set", "train.batch_size=2", "--run-dir", str(tmp_path / "one"))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ftlib.train",
+                           *TINY, *common, "--set", "train.batch_size=1", "--run-dir", str(tmp_path / "two")],
+                          env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("one", "two")}
+    steps = {name: [r for r in log if "loss" in r] for name, log in logs.items()}
+    assert [r["batch"] for r in steps["two"]] == [2, 2, 2]  # one line per step: rank 0 alone logs
+    for a, b in zip(steps["one"], steps["two"]):  # same losses and gradients: the ranks average their gradients
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    one, two = _weights(tmp_path / "one", 3), _weights(tmp_path / "two", 3)
+    assert not any(name.startswith("module.") for name in two)
+    # Adam turns float noise in near-zero gradients into full-size steps, so compare the whole update
+    init = recipes.build_model(recipes.RecipeConfig.from_json(tmp_path / "one" / "recipe.json")).state_dict()
+    moved = sum(float((one[k] - init[k]).norm() ** 2) for k in one) ** 0.5
+    apart = sum(float((one[k] - two[k]).norm() ** 2) for k in one) ** 0.5
+    assert moved > 0 and apart < 0.01 * moved, (apart, moved)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    # 400 scheduled steps, 32 per epoch: checkpoints every 3 steps; both runs stop at step 12
+    common = ["--set", "train.steps=400", "--set", "train.checkpoint_every=3", "--set", "data.items_per_epoch=64"]
+    _train(*common, "--stop-after", "12", "--run-dir", str(tmp_path / "straight"))
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ftlib.train", *TINY, *common, "--run-dir", str(run_dir)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while latest_checkpoint(run_dir) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(run_dir)
+    assert killed_at is not None, "the run never wrote a checkpoint"
+    step = checkpoint.load_state(killed_at)["step"]
+    assert 3 <= step < 12 and step % 32 != 0  # killed mid-epoch, before the end of the comparison
+    _train(*common, "--stop-after", str(12 - step), "--run-dir", str(run_dir))
+    straight, resumed = _weights(tmp_path / "straight", 12), _weights(run_dir, 12)
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
