@@ -14,10 +14,13 @@ class Stage(NamedTuple):
 
 
 def parse(stages) -> tuple[Stage, ...]:
-    """Stages from ``(start, cropsize, batch_size[, grad_accum])`` sequences or dicts with those keys.
+    """Stages from ``(start, cropsize, batch_size[, grad_accum])`` sequences, dicts with the keys
+    ``step, cropsize, batch_size[, grad_accum]``, or text like ``"0:256:8, 1000:512:4:2"``.
 
     Raises ValueError unless the first stage starts at step 0 and starts strictly increase.
     """
+    if isinstance(stages, str):
+        stages = [part.split(":") for part in stages.replace(",", " ").split()]
     out = []
     for stage in stages:
         if isinstance(stage, dict):

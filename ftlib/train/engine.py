@@ -68,7 +68,8 @@ class TrainConfig(Config):
         ema_decay: keep an exponential moving average of the weights with this decay (0 disables);
             validation, ``best/`` and ``ema/`` use the averaged weights.
         curriculum: progressive crop sizes, stages ``(start_step, cropsize, batch_size[, grad_accum])``
-            starting at step 0; the training data is then a function ``cropsize -> Dataset``.
+            starting at step 0 (or text ``"0:256:8, 1000:512:4:2"``); the training data is then a
+            function ``cropsize -> Dataset``.
         log_every: steps between ``metrics.jsonl`` lines.
         eval_every: steps between validations (0: only at the end).
         checkpoint_every: steps between checkpoints (0: only at the end).
@@ -100,6 +101,14 @@ class TrainConfig(Config):
     wandb: bool = False
 
     PRESETS = {"tiny": dict(steps=6, batch_size=2, warmup_steps=2, log_every=1)}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.curriculum, str):  # "0:256:8, 1000:512:4:2"
+            try:
+                self.curriculum = tuple(tuple(stage) for stage in curriculum.parse(self.curriculum))
+            except ValueError as exc:
+                self.require(False, str(exc))
+        super().__post_init__()
 
     def validate(self) -> None:
         self.require(self.steps >= 1 and self.batch_size >= 1 and self.grad_accum >= 1,

@@ -37,7 +37,7 @@ from ftlib.errors import ConfigError
 from ftlib.paths import cache_dir
 from ftlib.train import finetune
 from ftlib.train.adversarial import AdversarialConfig, AdversarialLoss, AdversarialSeparation
-from ftlib.train.engine import TrainConfig, context_length_study, fit, process_state
+from ftlib.train.engine import TrainConfig, context_length_study, fit, latest_checkpoint, process_state
 
 RECIPES = ("supervised", "pretrain", "adversarial")
 
@@ -149,6 +149,11 @@ def build_model(config: RecipeConfig) -> nn.Module:
     return model
 
 
+def spectrogram_cache(config: RecipeConfig) -> SpectrogramCache:
+    """The shared STFT cache (``<ftlib cache>/spectrograms``) with the recipe's STFT settings."""
+    return SpectrogramCache(cache_dir() / "spectrograms", config.spectrogram_config())
+
+
 def build_data(config: RecipeConfig, root: Path, cache: SpectrogramCache) -> tuple[Any, Any]:
     """``(train_data, valid_data)``; ``train_data`` is ``cropsize -> Dataset`` with a curriculum."""
     train = config.train_config()
@@ -191,8 +196,7 @@ def run(config: RecipeConfig, run_dir: str | Path, stop_after: int | None = None
     state = process_state()
     with state.main_process_first():  # one process generates data and fills the cache, the others reuse it
         root = dataset_root(config)
-        cache = SpectrogramCache(cache_dir() / "spectrograms", config.spectrogram_config())
-        train_data, valid_data = build_data(config, root, cache)
+        train_data, valid_data = build_data(config, root, spectrogram_cache(config))
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.json").write_text(config.to_json() + "\n")
@@ -209,3 +213,15 @@ def run(config: RecipeConfig, run_dir: str | Path, stop_after: int | None = None
         rows = context_length_study(separator, valid_data.at, losses.separation_l1, config.context_cropsizes)
         (run_dir / "context_length.json").write_text(json.dumps(rows, indent=2) + "\n")
     return separator
+
+
+def launch(config: RecipeConfig, run_dir: str | Path, num_processes: int = 1) -> nn.Module:
+    """:func:`run` in this process, or in ``num_processes`` processes through Accelerate's notebook
+    launcher (one per GPU; gloo on CPU); then the trained model is read back from the run folder."""
+    if num_processes <= 1:
+        return run(config, run_dir)
+    from accelerate import notebook_launcher
+
+    notebook_launcher(run, (config, str(run_dir)), num_processes=num_processes)
+    folder = Path(run_dir) / "checkpoints"
+    return checkpoint.load(folder / "best" if (folder / "best").is_dir() else latest_checkpoint(run_dir))
