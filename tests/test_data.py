@@ -1,4 +1,4 @@
-"""Spectrogram cache, folder sources and the voxaug dataset."""
+"""Spectrogram cache (complex64 and float16 storage), item magnitudes, folder sources and the voxaug dataset."""
 import logging
 import os
 import shutil
@@ -10,10 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ftlib import audio
-from ftlib.data.cache import SpectrogramCache, WaveformCache
+from ftlib.data.augment import EPS
+from ftlib.data.cache import HalfSpectrogram, SpectrogramCache, WaveformCache
 from ftlib.data.sources import scan_songs, scan_stems
+from ftlib.data.validation import magnitudes
 from ftlib.data.voxaug import ValidationCrops, VoxAugConfig, VoxAugDataset
-from ftlib.errors import DataError
+from ftlib.errors import ConfigError, DataError
 from ftlib.train.sampler import StepBatchSampler
 
 from conftest import TINY_SPEC
@@ -32,8 +34,11 @@ def test_cache_reuses_and_invalidates(tiny_dataset, tiny_cache):
     entries = sorted(tiny_cache.root.glob("*.npy"))
     tiny_cache.get(path)
     assert sorted(tiny_cache.root.glob("*.npy")) == entries, "a second get must reuse the entry"
-    other = SpectrogramCache(tiny_cache.root, TINY_SPEC.replace(hop_length=32))
-    assert other.key(path) != tiny_cache.key(path), "settings are part of the key"
+    for other in (SpectrogramCache(tiny_cache.root, TINY_SPEC.replace(hop_length=32)),
+                  SpectrogramCache(tiny_cache.root, TINY_SPEC, dtype="float16")):
+        assert other.key(path) != tiny_cache.key(path), "settings are part of the key"
+    with pytest.raises(ConfigError, match="dtype.*'int8'"):
+        SpectrogramCache(tiny_cache.root, TINY_SPEC, dtype="int8")
     stat = os.stat(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert tiny_cache.key(path) != entries[0].name
@@ -61,8 +66,10 @@ def test_voxaug_items_are_deterministic_and_valid(tiny_dataset, tiny_cache):
     assert not torch.equal(other_seed["mixture"], item["mixture"])
 
 
-def test_voxaug_batches_do_not_depend_on_workers(tiny_dataset, tiny_cache):
-    ds = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=8))
+@pytest.mark.parametrize("dtype", ["complex64", "float16"])
+def test_voxaug_batches_do_not_depend_on_workers(tiny_dataset, tmp_path, dtype):
+    cache = SpectrogramCache(tmp_path / "spec", TINY_SPEC, dtype=dtype)
+    ds = VoxAugDataset(tiny_dataset, cache, VoxAugConfig(cropsize=16, items_per_epoch=8))
     sampler = StepBatchSampler(len(ds), 2, seed=1)
     batches = []
     for workers in (0, 2):
@@ -132,21 +139,90 @@ def test_cache_key_sees_content_even_with_same_size_and_mtime(tiny_dataset, tiny
     assert SpectrogramCache(tiny_cache.root, TINY_SPEC).key(path) != before
 
 
-@pytest.mark.parametrize("damage", ["flip", "sidecar"])
-def test_damaged_entries_are_never_trusted(tiny_dataset, tiny_cache, damage, caplog):
+@pytest.mark.parametrize("dtype", ["complex64", "float16"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "sidecar"])
+def test_damaged_entries_are_never_trusted(tiny_dataset, tmp_path, damage, dtype, caplog):
     path = scan_stems(tiny_dataset).vocals[0]
-    good = np.array(tiny_cache.get(path))
-    entry = tiny_cache.root / tiny_cache.key(path)
+    cache = SpectrogramCache(tmp_path / "spec", TINY_SPEC, dtype=dtype)
+    good = np.array(cache.get(path))
+    entry = cache.root / cache.key(path)
+    data = bytearray(entry.read_bytes())
     if damage == "flip":
-        data = bytearray(entry.read_bytes())
         data[len(data) // 2:len(data) // 2 + 8] = bytes(8)  # same size, garbage in the middle
         entry.write_bytes(bytes(data))
+    elif damage == "truncate":
+        entry.write_bytes(bytes(data[:-4]))
     else:
         entry.with_suffix(".json").unlink()
     with caplog.at_level(logging.WARNING):
-        rebuilt = np.array(SpectrogramCache(tiny_cache.root, TINY_SPEC).get(path))  # as a new run would
+        rebuilt = np.array(SpectrogramCache(tmp_path / "spec", TINY_SPEC, dtype=dtype).get(path))  # as a new run would
     np.testing.assert_array_equal(rebuilt, good)
     assert "rebuilding corrupt cache entry" in caplog.text
+
+
+# ---------------------------------------------------------------------------- float16 storage
+
+def test_float16_cache_is_within_its_stated_error(tiny_dataset, tiny_cache, tmp_path):
+    path = scan_stems(tiny_dataset).vocals[0]
+    half_cache = SpectrogramCache(tmp_path / "half", TINY_SPEC, dtype="float16")
+    half, exact = half_cache.get(path), tiny_cache.get(path)
+    assert isinstance(half, HalfSpectrogram) and half.shape == exact.shape
+    assert half_cache.info(path)["dtype"] == "float16"
+    sizes = [(cache.root / cache.key(path)).stat().st_size for cache in (half_cache, tiny_cache)]
+    assert sizes[0] < 0.6 * sizes[1], "float16 entries take about half the space"
+    parts, exact_parts = np.asarray(half).view(np.float32), np.asarray(exact).view(np.float32)
+    error = np.abs(parts - exact_parts)
+    assert np.all(error <= 2**-11 * np.abs(exact_parts) + 2**-25), "rounding: 2**-11 relative, 2**-25 below 6e-5"
+    assert error.max() > 0, "the float16 entry really is rounded"
+    cfg = VoxAugConfig(cropsize=16, seed=2, two_vocal_prob=0.5, channel_drop_prob=0.5, return_vocals=True)
+    items = [VoxAugDataset(tiny_dataset, cache, cfg) for cache in (tiny_cache, half_cache)]
+    for i in range(6):  # same draws, so the same crops and gains: items differ by the rounding only
+        a, b = items[0][(0, i)], items[1][(0, i)]
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=0, atol=1e-3), key
+
+
+def test_half_spectrogram_slices_like_the_decoded_array(tiny_dataset, tmp_path):
+    half = SpectrogramCache(tmp_path / "half", TINY_SPEC, dtype="float16").get(scan_stems(tiny_dataset).vocals[0])
+    full = np.asarray(half)
+    assert full.dtype == np.complex64 and full.shape == half.shape and half.ndim == 3 and len(half) == 2
+    for key in [(slice(None), slice(None, -1), slice(3, 9)), 1, (0, slice(2, 5)), (Ellipsis, 4),
+                (slice(None, None, -1),), (1, Ellipsis, slice(None, None, 3))]:
+        part = half[key]
+        assert isinstance(part, HalfSpectrogram)
+        np.testing.assert_array_equal(np.asarray(part), full[key])
+
+
+def test_values_beyond_float16_are_stored_as_complex64(tmp_path):
+    loud = np.full((4410, 2), 1500, np.float32)  # DC bin: 1500 * 64 (window sum) > 65504, the float16 maximum
+    sf.write(tmp_path / "loud.wav", loud, 44100, subtype="FLOAT")
+    half = SpectrogramCache(tmp_path / "half", TINY_SPEC, dtype="float16")
+    exact = SpectrogramCache(tmp_path / "exact", TINY_SPEC)
+    assert half.info(tmp_path / "loud.wav")["dtype"] == "complex64"
+    np.testing.assert_array_equal(half.get(tmp_path / "loud.wav"), exact.get(tmp_path / "loud.wav"))
+
+
+# ----------------------------------------------------------------------------- item magnitudes
+
+@pytest.mark.parametrize("chunk", [40, 1 << 15])
+def test_magnitudes_match_the_plain_numpy_computation(tiny_dataset, tmp_path, chunk):
+    rng = np.random.default_rng(0)
+    shape = (2, 63, 16)  # 63 bins: the last block of rows is partial
+    a, b, c = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape) for _ in range(3))
+    a, c = a.astype(np.complex64), c.astype(np.complex64)
+    b = np.asfortranarray(b.astype(np.complex64))  # frames not contiguous
+    half = SpectrogramCache(tmp_path / "half", TINY_SPEC, dtype="float16").get(scan_stems(tiny_dataset).vocals[0])
+    d = half[:, 1:64, 5:21]
+    drop = np.array([0.5, 0.0], np.float32)  # per-channel gain: right channel dropped
+    mixture = [(1.0, a), (drop, b), (-0.25, c), (2.0, d)]
+    got = magnitudes(mixture, [(1.0, a)], [(drop, b), (2.0, d)], [], chunk=chunk)
+    mix = np.abs(a + drop[:, None, None] * b - 0.25 * c + 2 * np.asarray(d))
+    scale = 1 / (mix.max() + EPS)
+    expected = [mix, np.minimum(np.abs(a), mix), np.minimum(np.abs(drop[:, None, None] * b + 2 * np.asarray(d)), mix),
+                np.zeros(shape)]
+    assert len(got) == 4 and all(g.dtype == np.float32 and g.shape == shape for g in got)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e * scale, rtol=1e-5, atol=1e-7)
 
 
 def test_parallel_build_keeps_order_and_matches_single_gets(tiny_dataset, tmp_path):

@@ -1,9 +1,11 @@
 """On-disk caches of decoded audio, memory-mapped so a random crop reads only its own frames.
 
-:class:`SpectrogramCache` stores each file's complex STFT ``[C, n_fft//2 + 1, T]`` (complex64),
-:class:`WaveformCache` its decoded, resampled waveform ``[C, S]`` (float32, for waveform-domain
-augmentations). An entry is a ``.npy`` plus a ``.json`` sidecar (shape, dtype, CRC-32 of the data,
-peak), both written to temporary files and renamed into place.
+:class:`SpectrogramCache` stores each file's complex STFT ``[C, n_fft//2 + 1, T]`` as complex64 or
+(``dtype="float16"``) as float16 (real, imag) pairs read through :class:`HalfSpectrogram`: half the
+bytes, every value within 2**-11 of its size. :class:`WaveformCache` stores the decoded, resampled
+waveform ``[C, S]`` (float32, for waveform-domain augmentations). An entry is a ``.npy`` plus a
+``.json`` sidecar (logical shape, stored dtype, CRC-32 of the stored data, peak), both written to
+temporary files and renamed into place.
 
 Keys: the file's absolute path, size and modification time, a hash of its first and last 64 KiB,
 and the transform settings. ``cp -p``/``rsync -a`` keep size and mtime, and coarse-mtime file systems
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ftlib import audio
 from ftlib.audio import Spectrogram, SpectrogramConfig
-from ftlib.errors import AudioError
+from ftlib.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ FORMAT = 2  # entry layout version, part of every key
 HASH_BYTES = 64 * 1024  # bytes hashed at each end of a source file
 OPEN_ENTRIES = 128  # memory maps kept open per cache (bounded: each holds a file descriptor)
 SILENCE = 1e-6  # peak below which a file counts as silent
+STORAGE = ("complex64", "float16")  # how a SpectrogramCache stores complex values
 
 
 def content_hash(path: Path, size: int) -> str:
@@ -77,7 +80,8 @@ class AudioCache:
     """Base of the caches: keying, atomic writes, validation, open-entry LRU and parallel builds.
 
     Subclasses define ``kind``, ``settings()`` (the transform settings, part of the key) and
-    ``compute(path) -> np.ndarray``. ``get(path)`` returns a read-only memmap.
+    ``compute(path) -> np.ndarray``; ``encode`` (array -> stored array) and ``view`` (stored memmap ->
+    what ``get`` returns) change the storage. ``get(path)`` returns a read-only memmap by default.
     """
 
     kind = "audio"
@@ -107,6 +111,14 @@ class AudioCache:
     def compute(self, path: Path) -> np.ndarray:
         raise NotImplementedError
 
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """The array stored for ``data`` (as is by default)."""
+        return data
+
+    def view(self, stored: np.ndarray) -> np.ndarray:
+        """What ``get`` returns for a stored array (itself by default)."""
+        return stored
+
     # keys and entries
     def key(self, path: str | Path) -> str:
         """Entry file name of ``path``: ``<stem>-<hash of identity, content and settings>.npy``."""
@@ -126,11 +138,12 @@ class AudioCache:
         return name
 
     def get(self, path: str | Path) -> np.ndarray:
-        """The cached array of ``path``, computed first if needed. Raises AudioError for bad audio."""
+        """The cached array of ``path`` (see ``view``), computed first if needed. Raises AudioError for bad audio."""
         return self._entry(Path(path))[0]
 
     def info(self, path: str | Path) -> dict:
-        """The sidecar of ``path``'s entry: ``shape``, ``dtype``, ``crc32``, ``peak``, ``source``."""
+        """The sidecar of ``path``'s entry: ``shape`` (of ``get``'s array), ``dtype`` (stored), ``crc32``,
+        ``peak``, ``source``."""
         return self._entry(Path(path))[1]
 
     def _entry(self, path: Path) -> tuple[np.ndarray, dict]:
@@ -154,9 +167,9 @@ class AudioCache:
         """A validated existing entry, or None (corrupt ones are logged, then rebuilt by the caller)."""
         try:
             meta = json.loads(entry.with_suffix(".json").read_text())
-            array = np.load(entry, mmap_mode="r")
+            array = self._map(entry, meta["dtype"])
             problem = None
-            if list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
+            if list(self.view(array).shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
                 problem = f"data {array.shape} {array.dtype} does not match its sidecar"
             elif sig[1] != array.offset + array.nbytes:
                 problem = "file size does not match its header"
@@ -168,18 +181,25 @@ class AudioCache:
             log.warning("rebuilding corrupt cache entry %s (%s)", entry, problem)
             return None
         self._verified.add((entry.name, sig))
-        return array, meta, sig
+        return self.view(array), meta, sig
+
+    @staticmethod
+    def _map(entry: Path, dtype: str) -> np.ndarray:
+        """Memory map of an entry: read-only, except copy-on-write for float16 data (never written:
+        torch reads it without a copy only from writable arrays)."""
+        return np.load(entry, mmap_mode="c" if dtype == "float16" else "r")
 
     def _write(self, path: Path, entry: Path) -> tuple[np.ndarray, dict, tuple]:
         data = np.ascontiguousarray(self.compute(path))
-        meta = {"source": str(path), "shape": list(data.shape), "dtype": str(data.dtype),
-                "crc32": zlib.crc32(data), "peak": float(np.abs(data).max()) if data.size else 0.0}
+        stored = np.ascontiguousarray(self.encode(data))
+        meta = {"source": str(path), "shape": list(data.shape), "dtype": str(stored.dtype),
+                "crc32": zlib.crc32(stored), "peak": float(np.abs(data).max()) if data.size else 0.0}
         fd, tmp_data = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.root)
         os.close(fd)
         fd, tmp_meta = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.root)
         os.close(fd)
         try:
-            np.save(tmp_data, data)
+            np.save(tmp_data, stored)
             Path(tmp_meta).write_text(json.dumps(meta))
             os.replace(tmp_data, entry)  # data first: an entry without its sidecar is rebuilt
             os.replace(tmp_meta, entry.with_suffix(".json"))
@@ -189,7 +209,7 @@ class AudioCache:
                     os.unlink(tmp)
         sig = _signature(entry)
         self._verified.add((entry.name, sig))
-        return np.load(entry, mmap_mode="r"), meta, sig
+        return self.view(self._map(entry, meta["dtype"])), meta, sig
 
     # scanning many files
     def check(self, path: Path, min_frames: int = 1, require_signal: bool = False) -> str | None:
@@ -224,23 +244,86 @@ class AudioCache:
         return usable, skipped
 
 
+class HalfSpectrogram:
+    """A complex array ``[...]`` stored as float16 (real, imag) pairs ``[..., 2]``, read as complex64.
+
+    Behaves like the complex array where the datasets use cache entries: ``shape``, ``ndim``,
+    ``dtype`` (complex64), basic slicing (another HalfSpectrogram, nothing read) and ``np.asarray``
+    (decodes). ``decode(out)`` writes the complex64 values into ``out``. ``pairs`` is the float16 data.
+    """
+
+    dtype = np.dtype(np.complex64)
+
+    def __init__(self, pairs: np.ndarray):
+        self.pairs = pairs
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pairs.shape[:-1]
+
+    @property
+    def ndim(self) -> int:
+        return self.pairs.ndim - 1
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key) -> HalfSpectrogram:
+        key = key if isinstance(key, tuple) else (key,)
+        return HalfSpectrogram(self.pairs[(*key, slice(None))])  # the (real, imag) axis is always kept
+
+    def decode(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Complex64 values, written into ``out`` (contiguous, ``self.shape``) when given."""
+        out = np.empty(self.shape, np.complex64) if out is None else out
+        pairs = self.pairs if min(self.pairs.strides, default=0) >= 0 else self.pairs.copy()  # torch needs strides >= 0
+        torch.from_numpy(out.view(np.float32).reshape(pairs.shape)).copy_(torch.from_numpy(pairs))
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self.decode()
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+
 class SpectrogramCache(AudioCache):
-    """``cache.get(path) -> np.ndarray``: read-only memmap, complex64 ``[C, n_fft//2 + 1, T]``."""
+    """``cache.get(path)``: complex ``[C, n_fft//2 + 1, T]``, a read-only complex64 memmap (``dtype``
+    "complex64", the default) or a :class:`HalfSpectrogram` ("float16").
+
+    "float16" stores each real and imaginary part as float16: half the disk space, page cache and
+    memory traffic; every part keeps a relative error of at most 2**-11 (at most 3e-8 absolute under
+    6e-5). An entry whose values do not fit float16 (beyond 65504: audio far above full scale) is
+    stored as complex64. The dtype is part of the key: switching builds new entries.
+    """
 
     kind = "stft"
 
     def __init__(self, root: str | Path, spectrogram: SpectrogramConfig | None = None, sample_rate: int = 44100,
-                 verify: bool = True, workers: int | None = None):
+                 verify: bool = True, workers: int | None = None, dtype: str = "complex64"):
+        if dtype not in STORAGE:
+            raise ConfigError(f"SpectrogramCache dtype must be one of {STORAGE}, got {dtype!r}")
         super().__init__(root, sample_rate, verify, workers)
         self.spec = Spectrogram(spectrogram or SpectrogramConfig())
+        self.dtype = dtype
 
     def settings(self) -> dict:
-        return {"sample_rate": self.sample_rate, **self.spec.config.to_dict()}
+        storage = {} if self.dtype == "complex64" else {"dtype": self.dtype}  # complex64 keys predate the option
+        return {"sample_rate": self.sample_rate, **self.spec.config.to_dict(), **storage}
 
     def compute(self, path: Path) -> np.ndarray:
         wave = audio.load(path, self.sample_rate)
         with torch.no_grad():
             return self.spec.stft(torch.from_numpy(wave)).numpy().astype(np.complex64)
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """float16 pairs ``[C, F, T, 2]`` when ``dtype`` is "float16" and every value fits, else ``data``."""
+        if self.dtype == "float16":
+            with np.errstate(over="ignore"):
+                pairs = data.view(np.float32).reshape(*data.shape, 2).astype(np.float16)
+            if np.isfinite(pairs).all():
+                return pairs
+        return data
+
+    def view(self, stored: np.ndarray) -> np.ndarray | HalfSpectrogram:
+        return HalfSpectrogram(stored) if stored.dtype == np.float16 else stored
 
     def waveforms(self) -> WaveformCache:
         """A :class:`WaveformCache` in the same folder at the same sample rate (keys never collide)."""

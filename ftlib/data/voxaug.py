@@ -13,7 +13,9 @@ mixup and the per-stem augmentations of :class:`~ftlib.data.augment.AugmentConfi
 
 Returns magnitudes without the Nyquist bin, ``mixture`` and ``target`` ``[C, F, T]`` float32 (plus
 ``vocals`` with ``return_vocals``), all divided by the mixture crop's maximum; targets are clamped
-to at most the mixture magnitude (so a mask in [0, 1] can reach them).
+to at most the mixture magnitude (so a mask in [0, 1] can reach them). Stems are lists of
+``(gain, crop)`` terms whose crops stay lazy slices of the cache until
+:func:`~ftlib.data.validation.magnitudes` reads each of them once, block by block.
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ from torch.utils.data import Dataset
 from ftlib.data.augment import AugmentConfig, StemCrops, chance, item_rng, normalise
 from ftlib.data.cache import SpectrogramCache, report_skipped
 from ftlib.data.sources import scan_pairs, scan_stems
-from ftlib.data.validation import ValidationCrops, build_songs  # noqa: F401  (ValidationCrops: public here too)
+from ftlib.data.validation import Crop, Gain, ValidationCrops, build_songs, magnitudes
 from ftlib.errors import DataError
+
+Terms = list[tuple[Gain, Crop]]  # a stem: sum of gain * complex crop [C, F, T]
 
 __all__ = ["VoxAugConfig", "VoxAugDataset", "ValidationCrops", "normalise"]
 
@@ -129,44 +133,52 @@ class VoxAugDataset(Dataset):
         rng = item_rng(cfg.seed, epoch, index)
         if chance(rng, cfg.pair_prob):
             segment = self.pairs[int(rng.integers(len(self.pairs)))]
-            mix, inst = segment.crop(self.cache, int(rng.integers(0, segment.frames - cfg.cropsize + 1)), cfg.cropsize)
-            return self._item(inst, mix - inst)
+            mix, inst = segment.terms(self.cache, int(rng.integers(0, segment.frames - cfg.cropsize + 1)), cfg.cropsize)
+            return self._item(mix, inst, mix + [(-gain, crop) for gain, crop in inst])
         inst, vocal = self._stems(epoch, index, rng)
         if chance(rng, cfg.mixup_prob):
             other = int(rng.integers(len(self)))
             other_inst, other_vocal = self._stems(epoch, other, item_rng(cfg.seed, epoch, index, 1))
             weight = np.float32(rng.uniform(*cfg.mixup_weight))
-            inst, vocal = (1 - weight) * inst + weight * other_inst, (1 - weight) * vocal + weight * other_vocal
-        return self._item(inst, vocal)
+            inst, vocal = _blend(inst, other_inst, weight), _blend(vocal, other_vocal, weight)
+        return self._item(inst + vocal, inst, vocal)
 
-    def _stems(self, epoch: int, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Complex ``(instrumental, vocal)`` crops ``[C, F, T]`` of one voxaug item."""
+    def _stems(self, epoch: int, index: int, rng: np.random.Generator) -> tuple[Terms, Terms]:
+        """``(instrumental, vocal)`` terms of one voxaug item."""
         cfg = self.config
-        inst = self.crops.crop(self.instrumentals[index % len(self.instrumentals)], rng, "instrumental")
+        inst = [(np.float32(1), self._crop(self.instrumentals[index % len(self.instrumentals)], rng, "instrumental"))]
         if chance(rng, cfg.no_vocal_prob):
-            return inst, np.zeros_like(inst)
-        vocal = self._vocal(self.vocal_index(epoch, index, rng), rng)
+            return inst, []
+        vocal = [self._vocal(self.vocal_index(epoch, index, rng), rng)]
         if chance(rng, cfg.two_vocal_prob):
-            vocal += self._vocal(int(rng.integers(len(self.vocals))), rng)
+            vocal.append(self._vocal(int(rng.integers(len(self.vocals))), rng))
         return inst, vocal
 
-    def _vocal(self, which: int, rng: np.random.Generator) -> np.ndarray:
+    def _crop(self, path: Path, rng: np.random.Generator, kind: str) -> Crop:
+        """A crop of a stem: a lazy slice of its cache entry when no augmentation transforms it
+        (the same draws as ``StemCrops.crop``, which returns decoded arrays), else ``StemCrops.crop``."""
         cfg = self.config
-        vocal = self.crops.crop(self.vocals[which], rng, "vocal")
-        vocal = vocal * np.float32(10 ** (rng.uniform(*cfg.vocal_gain_db) / 20))
+        if self.crops.waveform or max(cfg.eq_prob, cfg.width_prob, cfg.swap_prob) > 0:
+            return self.crops.crop(path, rng, kind)
+        data = self.cache.get(path)
+        start = int(rng.integers(0, data.shape[-1] - cfg.cropsize + 1))
+        return data[:, :-1, start:start + cfg.cropsize]
+
+    def _vocal(self, which: int, rng: np.random.Generator) -> tuple[Gain, Crop]:
+        cfg = self.config
+        vocal = self._crop(self.vocals[which], rng, "vocal")
+        gain = np.float32(10 ** (rng.uniform(*cfg.vocal_gain_db) / 20))
         if chance(rng, cfg.channel_drop_prob):
-            vocal[int(rng.integers(vocal.shape[0]))] = 0
-        return vocal
+            gain = np.full(vocal.shape[0], gain)
+            gain[int(rng.integers(vocal.shape[0]))] = 0
+        return gain, vocal
 
-    def _item(self, inst: np.ndarray, vocal: np.ndarray) -> dict[str, torch.Tensor]:
-        """Normalised magnitudes from complex crops; ``vocal`` (always a fresh array) is overwritten.
+    def _item(self, mixture: Terms, target: Terms, vocals: Terms) -> dict[str, torch.Tensor]:
+        """Normalised magnitudes of the mixture, target and (with ``return_vocals``) vocal sums."""
+        stems = (target, vocals) if self.config.return_vocals else (target,)
+        return dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, magnitudes(mixture, *stems))))
 
-        Operations run in place where they can: at cropsize 1024 each temporary is a 16 MB buffer.
-        """
-        vocal_magnitude = np.abs(vocal) if self.config.return_vocals else None
-        mix = np.abs(np.add(vocal, inst, out=vocal))
-        target = np.abs(inst)
-        stems = [np.minimum(target, mix, out=target)]
-        if vocal_magnitude is not None:
-            stems.append(np.minimum(vocal_magnitude, mix, out=vocal_magnitude))
-        return dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, normalise(mix, *stems))))
+
+def _blend(terms: Terms, other: Terms, weight: np.float32) -> Terms:
+    """``(1 - weight) * terms + weight * other``."""
+    return [(gain * (1 - weight), crop) for gain, crop in terms] + [(gain * weight, crop) for gain, crop in other]
