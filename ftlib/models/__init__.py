@@ -55,4 +55,4 @@ def from_config(name: str, config: Config | dict[str, Any], strict: bool = True)
 
 
 # importing a family registers it
-from ftlib.models import asym_unet_mct, discriminators, frame_transformer, temporal_unet  # noqa: E402,F401
+from ftlib.models import asym_unet_mct, discriminators, frame_transformer, mel_reformer, temporal_unet  # noqa: E402,F401
