@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install quickstart test
+.PHONY: install quickstart test browser
 
 install: $(BIN)/.installed
 
@@ -22,5 +22,12 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 quickstart: install
 	$(BIN)/ftlib run notebooks/00_quickstart.ipynb $(ARGS)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/test_browser.py drives Debian's Chromium through playwright (which never downloads a browser)
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }

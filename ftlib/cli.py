@@ -7,8 +7,8 @@ import csv
 import json
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ftlib
@@ -31,18 +31,6 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def _read_yaml(path: str) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise FtlibError(f"cannot read parameters file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise FtlibError(f"parameters file {path} must hold a mapping of name: value, got {type(data).__name__}")
-    return data
-
-
 # ------------------------------------------------------------------------------- sub-commands
 
 @contextlib.contextmanager
@@ -62,42 +50,16 @@ def _papermill_log():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Execute a notebook with papermill into a new run folder."""
-    notebook = Path(args.notebook)
-    if not notebook.is_file():
-        raise FtlibError(f"{notebook}: no such notebook file")
-    try:
-        import papermill
-        from jupyter_client.kernelspec import NoSuchKernel
-    except ImportError as exc:
-        raise FtlibError(f"`ftlib run` needs papermill ({exc}); install it with pip install 'ftlib[notebooks]'") from exc
-    parameters: dict[str, Any] = {}
-    for path in args.file:
-        parameters.update(_read_yaml(path))
-    parameters.update({name: parse_value(value) for name, value in args.param})
-    run_dir = runs.new_run_dir(notebook, args.tag, root=args.runs_dir).resolve()
-    parameters["run_dir"] = str(run_dir)
-    output = run_dir / notebook.name
+    """Execute a notebook with papermill into a new run folder: preset, then -f files, then -p values."""
+    parameters = runs.resolve_parameters(args.notebook, args.preset, args.file,
+                                         {name: parse_value(value) for name, value in args.param})
     try:
         with _papermill_log():
-            papermill.execute_notebook(
-                str(notebook), str(output), parameters=parameters, kernel_name=args.kernel, language="python",
-                cwd=str(notebook.resolve().parent), progress_bar=False, log_output=True,
-            )
-    except papermill.PapermillExecutionError as exc:
-        print(
-            f"error: notebook {notebook} failed in cell In [{exc.exec_count}] with {exc.ename}: {exc.evalue}. "
-            f"The partly executed notebook (with the full traceback) is in the run folder {run_dir}",
-            file=sys.stderr,
-        )
+            run_dir = runs.execute(args.notebook, parameters, tag=args.tag, root=args.runs_dir, kernel=args.kernel,
+                                   log_output=True)
+    except runs.NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    except papermill.PapermillException as exc:
-        raise FtlibError(f"cannot execute {notebook} (run folder {run_dir}): {exc}") from exc
-    except NoSuchKernel as exc:
-        raise FtlibError(
-            f"no Jupyter kernel named {args.kernel!r}; pass --kernel NAME or install one with "
-            f"`python -m ipykernel install --user --name {args.kernel}`"
-        ) from exc
     print(run_dir)
     return 0
 
@@ -113,12 +75,13 @@ def _format_cell(value: Any) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List run folders with their status and a few metrics."""
-    rows = runs.list_runs(args.runs_dir)
+    rows = runs.list_runs(args.runs_dir, notebook=args.notebook)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
-        print(f"no runs in {args.runs_dir or paths.runs_dir()}")
+        which = f" of {args.notebook}" if args.notebook else ""
+        print(f"no runs{which} in {args.runs_dir or paths.runs_dir()}")
         return 0
     # key metrics first when runs report them, then the first other numeric ones, four at most
     metrics = [k for k in KEY_METRICS if any(k in row for row in rows)]
@@ -221,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", help="path to the .ipynb notebook")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="notebook parameter (repeatable); values parse as bool/None/int/float/str")
+    p.add_argument("--preset", default="", metavar="NAME",
+                   help="parameters from notebooks/params/<notebook>/NAME.yaml: smoke (CI check), cpu "
+                        "(minutes on a CPU) or gpu (full size); -f and -p override it")
     p.add_argument("-f", "--file", action="append", default=[], metavar="PARAMS.yaml",
-                   help="YAML file of parameters (repeatable; -p overrides it)")
+                   help="YAML file of parameters (repeatable; overrides --preset, -p overrides it)")
     p.add_argument("--tag", default="", help="suffix of the run folder name")
     p.add_argument("--runs-dir", type=Path, help="where run folders go (default: $FTLIB_RUNS or ./runs)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
@@ -230,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list run folders")
     p.add_argument("--runs-dir", type=Path, help="run folder root (default: $FTLIB_RUNS or ./runs)")
+    p.add_argument("--notebook", default="", metavar="STEM", help="only runs of this notebook, e.g. 00_quickstart")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_runs)
 

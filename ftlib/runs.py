@@ -6,18 +6,26 @@ summary), ``checkpoints/``, ``figures/*.png``, ``audio/*.wav`` and the executed 
 begin with::
 
     run = ftlib.runs.start("00_quickstart", run_dir=run_dir, config=config.to_dict())
+
+Parameter presets live beside the notebooks in ``params/<notebook stem>/<preset>.yaml`` (``smoke``:
+the CI check, ``cpu``: minutes on a laptop CPU, ``gpu``: full size); :func:`execute` runs a notebook
+with one of them into a new run folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ftlib import paths
+from ftlib.errors import FtlibError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_json(path: Path, data: Any) -> Path:
+def write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (temp file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False, default=str) + "\n")
@@ -91,7 +99,7 @@ class Run:
         """Write ``config.json``; a Config object is converted with ``to_dict()``."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
-        return _write_json(self.path / "config.json", config)
+        return write_json(self.path / "config.json", config)
 
     def save_figure(self, name: str, fig) -> Path:
         """Save a matplotlib figure to ``figures/<name>.png``; the figure stays open for display."""
@@ -107,7 +115,7 @@ class Run:
 
     def save_metrics(self, metrics: dict) -> Path:
         """Write the final summary ``metrics.json`` (NaN is stored as null)."""
-        return _write_json(self.path / "metrics.json", metrics)
+        return write_json(self.path / "metrics.json", metrics)
 
     def load_metrics(self) -> dict:
         """The ``metrics.json`` summary, or ``{}`` when the run has none yet."""
@@ -159,21 +167,31 @@ def start(notebook: str | Path, run_dir: str | Path | None = None, tag: str = ""
     return run
 
 
-def _guess_notebook(folder: Path) -> str:
+def strip_stamp(name: str) -> str:
+    """A run folder's name without its leading ``YYYYmmdd-HHMMSS-`` timestamp."""
+    return _STAMP.sub("", name)
+
+
+def notebook_of(folder: str | Path) -> str:
     """The executed notebook's stem, else the part of the folder name after the timestamp."""
-    notebooks = sorted(folder.glob("*.ipynb"))
+    notebooks = sorted(Path(folder).glob("*.ipynb"))
     if notebooks:
         return notebooks[0].stem
-    return _STAMP.sub("", folder.name).split("-")[0]
+    return strip_stamp(Path(folder).name).split("-")[0]
 
 
-def list_runs(root: str | Path | None = None) -> list[dict]:
-    """One dict per run folder, sorted by name: run, path, notebook, status and scalar metrics."""
+def list_runs(root: str | Path | None = None, notebook: str = "") -> list[dict]:
+    """One dict per run folder, sorted by name: run, path, notebook, status and scalar metrics.
+
+    ``notebook``: keep only the runs of this notebook (its stem, e.g. ``00_quickstart``).
+    """
     root = Path(root) if root is not None else paths.runs_dir()
     if not root.is_dir():
         return []
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if notebook and notebook_of(folder) != Path(notebook).stem:
+            continue
         metrics_path = folder / "metrics.json"
         try:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -182,5 +200,111 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
             metrics = {}
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
         status = "done" if metrics_path.is_file() else "incomplete"
-        rows.append({**scalars, "run": folder.name, "path": folder, "notebook": _guess_notebook(folder), "status": status})
+        rows.append({**scalars, "run": folder.name, "path": folder, "notebook": notebook_of(folder), "status": status})
     return rows
+
+
+# ------------------------------------------------------------------------- executing notebooks
+
+class NotebookFailed(FtlibError):
+    """A cell of an executed notebook raised; the partly executed notebook is in ``run_dir``."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def presets(notebook: str | Path) -> dict[str, Path]:
+    """The parameter presets of ``notebook``: name -> ``params/<stem>/<name>.yaml`` beside it."""
+    folder = Path(notebook).parent / "params" / Path(notebook).stem
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def preset_file(notebook: str | Path, name: str) -> Path:
+    """The YAML file of preset ``name`` of ``notebook``; raises FtlibError listing the presets there are."""
+    if not Path(notebook).is_file():
+        raise FtlibError(f"{notebook}: no such notebook file")
+    available = presets(notebook)
+    if name not in available:
+        folder = Path(notebook).parent / "params" / Path(notebook).stem
+        raise FtlibError(f"{notebook}: no preset {name!r} ({folder / (name + '.yaml')} does not exist); "
+                         f"available: {', '.join(available) or 'none'}")
+    return available[name]
+
+
+def read_parameters(path: str | Path) -> dict:
+    """The ``name: value`` mapping of a YAML parameters file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise FtlibError(f"cannot read parameters file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FtlibError(f"parameters file {path} must hold a mapping of name: value, got {type(data).__name__}")
+    return data
+
+
+def resolve_parameters(notebook: str | Path, preset: str = "", files: Sequence[str | Path] = (),
+                       overrides: dict | None = None) -> dict:
+    """Notebook parameters from a preset, then YAML ``files``, then ``overrides`` (later ones win)."""
+    parameters = read_parameters(preset_file(notebook, preset)) if preset else {}
+    for path in files:
+        parameters.update(read_parameters(path))
+    parameters.update(overrides or {})
+    return parameters
+
+
+# figures drawn in the kernel become outputs of the executed notebook (MPLBACKEND=Agg, as set for
+# headless scripts and CI, would leave them out)
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def _kernel_env(**variables: str):
+    """Set environment variables for a kernel started meanwhile (it inherits them), then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def execute(notebook: str | Path, parameters: dict | None = None, tag: str = "", root: str | Path | None = None,
+            kernel: str = "python3", log_output: bool = False) -> Path:
+    """Execute ``notebook`` with papermill into a new run folder (see :func:`new_run_dir`) and return it.
+
+    The notebook runs in its own folder and gets ``run_dir``; the executed copy is saved in the run
+    folder. Raises :class:`NotebookFailed` when a cell raises, FtlibError when it cannot start.
+    """
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FtlibError(f"{notebook}: no such notebook file")
+    try:
+        import papermill
+        from jupyter_client.kernelspec import NoSuchKernel
+    except ImportError as exc:
+        raise FtlibError(f"executing notebooks needs papermill ({exc}); install it with pip install 'ftlib[notebooks]'") from exc
+    run_dir = new_run_dir(notebook, tag, root=root).resolve()
+    try:
+        with _kernel_env(MPLBACKEND=INLINE_BACKEND):
+            papermill.execute_notebook(
+                str(notebook), str(run_dir / notebook.name), parameters={**(parameters or {}), "run_dir": str(run_dir)},
+                kernel_name=kernel, language="python", cwd=str(notebook.resolve().parent), progress_bar=False,
+                log_output=log_output,
+            )
+    except papermill.PapermillExecutionError as exc:
+        raise NotebookFailed(f"notebook {notebook} failed in cell In [{exc.exec_count}] with {exc.ename}: {exc.evalue}. "
+                             f"The partly executed notebook (with the full traceback) is in the run folder {run_dir}",
+                             run_dir) from None
+    except papermill.PapermillException as exc:
+        raise FtlibError(f"cannot execute {notebook} (run folder {run_dir}): {exc}") from exc
+    except NoSuchKernel as exc:
+        raise FtlibError(f"no Jupyter kernel named {kernel!r}; pass --kernel NAME or install one with "
+                         f"`python -m ipykernel install --user --name {kernel}`") from exc
+    return run_dir

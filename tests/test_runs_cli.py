@@ -126,17 +126,28 @@ def test_cli_runs_table_and_json(isolated_runs, capsys):
     assert [r["status"] for r in json.loads(capsys.readouterr().out)] == ["done", "incomplete"]
 
 
+def test_cli_runs_notebook_filter(isolated_runs, capsys):
+    runs.start("02_train").save_metrics({"sdr": 4.25})
+    runs.start("03_eval", tag="x")
+    assert [r["notebook"] for r in runs.list_runs(notebook="03_eval.ipynb")] == ["03_eval"]
+    assert cli.main(["runs", "--notebook", "02_train"]) == 0
+    out = capsys.readouterr().out
+    assert "02_train" in out and "03_eval" not in out
+    assert cli.main(["runs", "--notebook", "99_none"]) == 0
+    assert "no runs of 99_none" in capsys.readouterr().out
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--version"])
     assert exit_info.value.code == 0 and "0." in capsys.readouterr().out
 
 
-def _notebook(path: Path, body: str) -> Path:
+def _notebook(path: Path, body: str, extra_parameters: str = "") -> Path:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('x = 1\nrun_dir = ""')
+    params = nbformat.v4.new_code_cell('x = 1\nrun_dir = ""\n' + extra_parameters)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -150,18 +161,59 @@ def kernel_env(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
 
 
+def _presets(notebook: Path, **presets: str) -> None:
+    folder = notebook.parent / "params" / notebook.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in presets.items():
+        (folder / f"{name}.yaml").write_text(text)
+
+
 def test_cli_run_notebook(tmp_path, isolated_runs, kernel_env, capsys):
     nb = _notebook(tmp_path / "tiny.ipynb", (
         "import json, pathlib\n"
-        "pathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'value': x * 2}))"
-    ))
+        "pathlib.Path(run_dir, 'metrics.json').write_text(json.dumps({'value': x * 2, 'y': y}))"
+    ), "y = 0")
+    _presets(nb, smoke="x: 1\ny: 3\n")  # x overridden by -f, then by -p
     params = tmp_path / "params.yaml"
-    params.write_text("x: 5\n")  # overridden by -p
-    assert cli.main(["run", str(nb), "-f", str(params), "-p", "x", "21", "--tag", "t"]) == 0
+    params.write_text("x: 5\n")
+    assert cli.main(["run", str(nb), "--preset", "smoke", "-f", str(params), "-p", "x", "21", "--tag", "t"]) == 0
     [run_dir] = list(isolated_runs.iterdir())
     assert str(run_dir) in capsys.readouterr().out
     assert run_dir.name.endswith("-tiny-t") and (run_dir / "tiny.ipynb").is_file()
-    assert json.loads((run_dir / "metrics.json").read_text()) == {"value": 42}
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"value": 42, "y": 3}
+
+
+def test_resolve_parameters_order(tmp_path):
+    nb = _notebook(tmp_path / "nb.ipynb", "pass")
+    _presets(nb, smoke="a: 1\nb: 1\nc: 1\n", gpu="a: 9\n")
+    first, second = tmp_path / "1.yaml", tmp_path / "2.yaml"
+    first.write_text("b: 2\nc: 2\n")
+    second.write_text("c: 3\n")
+    assert runs.presets(nb) == {"gpu": nb.parent / "params" / "nb" / "gpu.yaml",
+                                "smoke": nb.parent / "params" / "nb" / "smoke.yaml"}
+    assert runs.resolve_parameters(nb, "smoke", [first, second], {"d": 4}) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert runs.resolve_parameters(nb, "", [second]) == {"c": 3}
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(FtlibError, match="bad.yaml must hold a mapping"):
+        runs.resolve_parameters(nb, files=[tmp_path / "bad.yaml"])
+
+
+def test_cli_run_missing_preset_lists_the_available_ones(tmp_path, capsys):
+    nb = _notebook(tmp_path / "nb.ipynb", "pass")
+    assert cli.main(["run", str(nb), "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "no preset 'smoke'" in err and "available: none" in err
+    _presets(nb, cpu="a: 1\n", gpu="a: 2\n")
+    assert cli.main(["run", str(nb), "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "no preset 'smoke'" in err and "params/nb/smoke.yaml" in err and "available: cpu, gpu" in err
+
+
+def test_execute_raises_notebook_failed(tmp_path, isolated_runs, kernel_env):
+    nb = _notebook(tmp_path / "bad.ipynb", "raise ValueError('boom')")
+    with pytest.raises(runs.NotebookFailed, match="ValueError: boom") as info:
+        runs.execute(nb, {"x": 2}, root=tmp_path / "out")
+    assert info.value.run_dir.parent == tmp_path / "out" and (info.value.run_dir / "bad.ipynb").is_file()
 
 
 def test_cli_run_failing_notebook(tmp_path, isolated_runs, kernel_env, capsys):

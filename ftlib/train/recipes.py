@@ -35,7 +35,7 @@ from ftlib.data.pretrain import MaskedPretrainDataset, PretrainConfig
 from ftlib.data.voxaug import ValidationCrops, VoxAugConfig, VoxAugDataset
 from ftlib.errors import ConfigError
 from ftlib.paths import cache_dir
-from ftlib.train import finetune
+from ftlib.train import finetune, history
 from ftlib.train.adversarial import AdversarialConfig, AdversarialLoss, AdversarialSeparation
 from ftlib.train.engine import TrainConfig, context_length_study, fit, latest_checkpoint, process_state
 
@@ -211,7 +211,7 @@ def run(config: RecipeConfig, run_dir: str | Path, stop_after: int | None = None
     separator = trained.export() if hasattr(trained, "export") else trained
     if config.recipe != "pretrain" and config.context_cropsizes and state.is_main_process and stop_after is None:
         rows = context_length_study(separator, valid_data.at, losses.separation_l1, config.context_cropsizes)
-        (run_dir / "context_length.json").write_text(json.dumps(rows, indent=2) + "\n")
+        history.save_context_length(run_dir, rows)
     return separator
 
 
