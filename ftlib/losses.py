@@ -1,8 +1,9 @@
 """Training losses. A training loss takes ``(model, batch)`` and returns ``(loss, metrics)``.
 
 Batches hold magnitudes without the Nyquist bin, ``[B, C, F, T]``: ``mixture`` (the model input)
-and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The optional spectral terms of
-:class:`SeparationLoss` work on the same magnitudes, so they need nothing more from the dataset.
+and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The multi-resolution STFT term
+of :class:`SeparationLoss` also needs the mixture's ``phase`` ``[B, C, F, T]`` (voxaug's
+``return_phase``) to turn magnitudes back into waveforms.
 """
 from __future__ import annotations
 
@@ -66,6 +67,28 @@ def multi_resolution_l1(estimate: torch.Tensor, target: torch.Tensor, scales: tu
     return total / len(scales)
 
 
+def multi_resolution_stft(estimate: torch.Tensor, target: torch.Tensor, resolutions: tuple[tuple[int, ...], ...]
+                          ) -> torch.Tensor:
+    """Multi-resolution STFT loss between waveforms ``[N, S]``: mean over ``(n_fft, hop)`` resolutions
+    of spectral convergence + log-magnitude L1 (Yamamoto et al., Parallel WaveGAN)."""
+    total = estimate.new_zeros(())
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft, device=estimate.device)
+        est, tgt = (torch.stft(x, n_fft, hop, window=window, pad_mode="constant", return_complex=True)
+                    .abs().clamp_min(1e-7) for x in (estimate, target))  # zero padding: any crop length
+        convergence = torch.linalg.vector_norm(tgt - est) / torch.linalg.vector_norm(tgt).clamp_min(1e-8)
+        total = total + convergence + F.l1_loss(est.log(), tgt.log())
+    return total / len(resolutions)
+
+
+def resynthesise(magnitude: torch.Tensor, phase: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Waveforms ``[B * C, S]`` of ``[B, C, F, T]`` magnitudes (Nyquist bin dropped; restored as zero)
+    with the given phase, by the inverse STFT (Hann window)."""
+    spec = torch.polar(magnitude.float(), phase.float()).flatten(0, 1)
+    spec = F.pad(spec, (0, 0, 0, 1))
+    return torch.istft(spec, n_fft, hop_length, window=torch.hann_window(n_fft, device=spec.device))
+
+
 @dataclasses.dataclass
 class SeparationLossConfig(Config):
     """Args:
@@ -76,6 +99,12 @@ class SeparationLossConfig(Config):
         multi_resolution: weight of the multi-resolution spectral term (spectral convergence + log
             magnitude L1 at several pooled resolutions).
         scales: pooling factors of the multi-resolution term (1 = full resolution).
+        stft: weight of the multi-resolution STFT loss on waveforms: estimate and target magnitudes
+            are resynthesised with the mixture's phase (the batch needs ``phase``) and compared at
+            ``stft_resolutions``.
+        stft_resolutions: ``(n_fft, hop)`` pairs of that loss.
+        n_fft: STFT size of the training spectrogram (for the resynthesis).
+        hop_length: its hop.
     """
 
     l1: float = 1.0
@@ -84,12 +113,19 @@ class SeparationLossConfig(Config):
     sample_rate: int = 44100
     multi_resolution: float = 0.0
     scales: tuple[int, ...] = (1, 2, 4, 8)
+    stft: float = 0.0
+    stft_resolutions: tuple[tuple[int, ...], ...] = ((512, 128), (1024, 256), (2048, 512))
+    n_fft: int = 2048
+    hop_length: int = 1024
 
-    PRESETS = {"spectral": dict(mel=1.0, multi_resolution=0.1)}
+    PRESETS = {"spectral": dict(mel=1.0, multi_resolution=0.1), "stft": dict(stft=0.1)}
 
     def validate(self) -> None:
-        self.require(min(self.l1, self.mel, self.multi_resolution) >= 0, "loss weights must be >= 0")
-        self.require(self.l1 + self.mel + self.multi_resolution > 0, "at least one loss weight must be > 0")
+        weights = (self.l1, self.mel, self.multi_resolution, self.stft)
+        self.require(min(weights) >= 0, "loss weights must be >= 0")
+        self.require(sum(weights) > 0, "at least one loss weight must be > 0")
+        self.require(all(len(r) == 2 and min(r) >= 1 for r in self.stft_resolutions),
+                     "stft_resolutions must be (n_fft, hop) pairs")
         self.require(self.num_mels >= 1 and all(s >= 1 for s in self.scales), "num_mels and scales must be >= 1")
 
 
@@ -109,8 +145,9 @@ class SeparationLoss:
             self._banks[key] = mel_filterbank(num_bins, self.config.num_mels, self.config.sample_rate).to(device)
         return self._banks[key]
 
-    def terms(self, estimate: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes."""
+    def terms(self, estimate: torch.Tensor, target: torch.Tensor, phase: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
+        """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes (and mixture phase)."""
         cfg, out = self.config, {}
         if cfg.l1:
             out["l1"] = F.l1_loss(estimate, target)
@@ -120,11 +157,17 @@ class SeparationLoss:
                                    torch.einsum("mf,bcft->bcmt", bank, target))
         if cfg.multi_resolution:
             out["multi_resolution"] = multi_resolution_l1(estimate, target, cfg.scales)
+        if cfg.stft:
+            if phase is None:
+                raise ValueError("the multi-resolution STFT loss needs the mixture phase in the batch: "
+                                 "build the dataset with VoxAugConfig(return_phase=True)")
+            waves = [resynthesise(x, phase, cfg.n_fft, cfg.hop_length) for x in (estimate, target)]
+            out["stft"] = multi_resolution_stft(*waves, cfg.stft_resolutions)
         return out
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         mixture, target = batch["mixture"], batch["target"].float()
         estimate = (first(model(mixture)) * mixture).float()
-        terms = self.terms(estimate, target)
+        terms = self.terms(estimate, target, batch.get("phase"))
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
         return loss, {name: float(value.detach()) for name, value in terms.items()} if len(terms) > 1 else {}

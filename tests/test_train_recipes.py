@@ -45,6 +45,30 @@ def test_separation_loss_defaults_to_plain_l1_and_spectral_terms_vanish_at_the_t
     assert set(terms) == {"l1", "mel", "multi_resolution"} and all(float(v) > 0 for v in terms.values())
 
 
+def test_stft_loss_resynthesises_with_the_mixture_phase(tiny_dataset, tiny_cache):
+    from ftlib.audio import Spectrogram
+
+    spec = Spectrogram(n_fft=128, hop_length=64)
+    t = torch.arange(4096) / 8000
+    wave = torch.stack([torch.sin(2 * torch.pi * 440 * t), 0.5 * torch.sin(2 * torch.pi * 1234 * t)])
+    complex_spec = spec.stft(wave)[None, :, :-1]  # [1, C, F, T], Nyquist dropped as models see it
+    back = losses.resynthesise(complex_spec.abs(), complex_spec.angle(), 128, 64)
+    assert back.shape[0] == 2 and torch.allclose(back, wave[:, :back.shape[-1]], atol=1e-2)  # Nyquist leakage only
+
+    data = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=4, return_phase=True))
+    batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("mixture", "target", "phase")}
+    assert batch["phase"].shape == batch["mixture"].shape and float(batch["phase"].abs().max()) <= 3.1416
+    loss = losses.SeparationLoss(l1=0.0, stft=1.0, n_fft=128, hop_length=64, stft_resolutions=((32, 8), (64, 16)))
+    target = batch["target"]
+    assert float(loss.terms(target, target, batch["phase"])["stft"]) < 1e-4
+    model = _model()
+    value, _ = loss(model, batch)
+    value.backward()
+    assert float(value.detach()) > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    with pytest.raises(ValueError, match="return_phase"):
+        loss(model, {"mixture": batch["mixture"], "target": target})
+
+
 def test_masked_l1_ignores_unmasked_frames():
     batch = {**_batch(), "token_mask": torch.zeros(2, 16, dtype=torch.bool)}
     batch["token_mask"][:, 4:8] = True
@@ -241,3 +265,11 @@ def test_masked_pretrain_validation_is_fixed(tiny_dataset, tiny_cache):
     cfg = PretrainConfig(cropsize=16, token_frames=4, folders=("valid",), items_per_epoch=4)
     a, b = MaskedPretrainDataset(tiny_dataset, tiny_cache, cfg), MaskedPretrainDataset(tiny_dataset, tiny_cache, cfg)
     assert all(torch.equal(a[i]["mixture"], b[i]["mixture"]) for i in range(4))
+
+
+def test_stft_loss_makes_the_recipe_return_the_mixture_phase():
+    cfg = recipes.RecipeConfig.preset("tiny", loss={"stft": 0.1})
+    train, _ = recipes.build_data(cfg, recipes.dataset_root(cfg), recipes.spectrogram_cache(cfg))
+    assert "phase" in train[0]
+    loss_fn, _ = recipes.build_loss(cfg)
+    assert (loss_fn.config.n_fft, loss_fn.config.hop_length) == (128, 64)  # follows the recipe's spectrogram

@@ -12,9 +12,10 @@ vocal ``(e + i) mod M`` (``"cycle"``): over M epochs every instrumental meets ev
 mixup and the per-stem augmentations of :class:`~ftlib.data.augment.AugmentConfig`.
 
 Returns magnitudes without the Nyquist bin, ``mixture`` and ``target`` ``[C, F, T]`` float32 (plus
-``vocals`` with ``return_vocals``), all divided by the mixture crop's maximum; targets are clamped
-to at most the mixture magnitude (so a mask in [0, 1] can reach them). Stems are lists of
-``(gain, crop)`` terms whose crops stay lazy slices of the cache until
+``vocals`` with ``return_vocals``), all divided by the mixture crop's maximum, and with
+``return_phase`` the mixture's ``phase``; targets are clamped to at most the mixture magnitude (so a
+mask in [0, 1] can reach them). Stems are lists of ``(gain, crop)`` terms whose crops stay lazy
+slices of the cache until
 :func:`~ftlib.data.validation.magnitudes` reads each of them once, block by block.
 """
 from __future__ import annotations
@@ -54,6 +55,8 @@ class VoxAugConfig(AugmentConfig):
         pairs_folder: folder of the pairs (``<song>/{mixture,instrumental[,vocals]}``; a MUSDB split
             folder works), relative to the dataset root unless absolute.
         return_vocals: also return the vocal magnitude as ``"vocals"``.
+        return_phase: also return the mixture's phase (radians, ``[C, F, T]``) as ``"phase"``, for
+            losses on waveforms resynthesised with it (``SeparationLossConfig.stft``).
         (+ the augmentation fields of AugmentConfig, keyword-only.)
     """
 
@@ -68,6 +71,7 @@ class VoxAugConfig(AugmentConfig):
     pair_prob: float = 0.0
     pairs_folder: str = "pairs"
     return_vocals: bool = False
+    return_phase: bool = False
 
     PRESETS = {"tiny": dict(cropsize=16, items_per_epoch=8)}
 
@@ -174,9 +178,14 @@ class VoxAugDataset(Dataset):
         return gain, vocal
 
     def _item(self, mixture: Terms, target: Terms, vocals: Terms) -> dict[str, torch.Tensor]:
-        """Normalised magnitudes of the mixture, target and (with ``return_vocals``) vocal sums."""
+        """Normalised magnitudes of the mixture, target and (with ``return_vocals``) vocal sums, and
+        (with ``return_phase``) the mixture's phase."""
         stems = (target, vocals) if self.config.return_vocals else (target,)
-        return dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, magnitudes(mixture, *stems))))
+        item = dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, magnitudes(mixture, *stems))))
+        if self.config.return_phase:
+            total = sum(np.reshape(gain, (-1, 1, 1)) * np.asarray(crop, np.complex64) for gain, crop in mixture)
+            item["phase"] = torch.from_numpy(np.angle(total).astype(np.float32))
+        return item
 
 
 def _blend(terms: Terms, other: Terms, weight: np.float32) -> Terms:

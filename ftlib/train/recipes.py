@@ -62,7 +62,8 @@ class RecipeConfig(Config):
         adversarial: AdversarialConfig fields.
         train: TrainConfig fields.
         data: VoxAugConfig fields (supervised, adversarial) or PretrainConfig fields (pretrain).
-        loss: SeparationLossConfig fields (supervised).
+        loss: SeparationLossConfig fields (supervised); its ``n_fft``/``hop_length`` follow
+            ``spectrogram``.
         synth: SynthConfig fields of the synthetic dataset (when ``data_root`` is empty).
         spectrogram: SpectrogramConfig fields of the cached STFT; the model's ``num_bins`` follows it.
         validation_cropsize: crop size of the fixed validation crops (0: the training crop size).
@@ -165,6 +166,8 @@ def build_data(config: RecipeConfig, root: Path, cache: SpectrogramCache) -> tup
                                                                 items_per_epoch=max(8, train.batch_size), mixup_prob=0.0))
     else:
         data = VoxAugConfig.from_dict(config.data)
+        if losses.SeparationLossConfig.from_dict(config.loss).stft:
+            data = data.replace(return_phase=True)  # the STFT loss resynthesises waveforms
         make = lambda cropsize: VoxAugDataset(root, cache, data.replace(cropsize=cropsize))  # noqa: E731
         valid = ValidationCrops(root / config.valid_folder, cache, config.validation_cropsize or data.cropsize)
     return (make if train.curriculum else make(data.cropsize)), valid
@@ -177,7 +180,9 @@ def build_loss(config: RecipeConfig):
     if config.recipe == "adversarial":
         adversarial = AdversarialConfig.from_dict(config.adversarial)
         return AdversarialLoss(adversarial.discriminator_every), AdversarialLoss.validation
-    return losses.SeparationLoss(losses.SeparationLossConfig.from_dict(config.loss)), losses.separation_l1
+    spec = config.spectrogram_config()
+    loss = losses.SeparationLossConfig.from_dict({"n_fft": spec.n_fft, "hop_length": spec.hop_length, **config.loss})
+    return losses.SeparationLoss(loss), losses.separation_l1
 
 
 def wrap_adversarial(config: RecipeConfig, generator: nn.Module) -> AdversarialSeparation:
