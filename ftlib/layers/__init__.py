@@ -3,9 +3,10 @@ from ftlib.layers.attention import MultichannelMultiheadAttention, heads_for
 from ftlib.layers.conv import FrameDecoder, FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm, MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
-from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, SquaredReLU
+from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, SquaredReLU, TimestepEmbedding
 
 __all__ = [
     "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerBlock",
-    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "SquaredReLU", "heads_for",
+    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "SquaredReLU",
+    "TimestepEmbedding", "heads_for",
 ]

@@ -8,6 +8,7 @@ block, with the skip as memory the decoder block of the seed's v4 line.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +26,23 @@ class SquaredReLU(nn.Module):
 
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu2": SquaredReLU, "relu": nn.ReLU}
+
+
+class TimestepEmbedding(nn.Module):
+    """Diffusion timesteps ``t [B]`` (integers or floats) -> ``[B, features]``: sinusoids of
+    ``features`` frequencies (periods 1 to ``max_period``), then a two-layer SiLU MLP."""
+
+    def __init__(self, features: int, max_period: float = 10000.0):
+        super().__init__()
+        if features < 2 or features % 2:
+            raise ValueError(f"timestep embedding features must be even and >= 2, got {features}")
+        half = features // 2
+        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, features))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t.float()[:, None] * self.freqs[None]
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
 class FeedForward(nn.Module):
@@ -67,8 +85,11 @@ class FrameTransformerBlock(nn.Module):
             :class:`MultichannelMultiheadAttention`.
         flatten: attend over the extracted maps flattened into one ``out_channels * F`` vector per
             frame (the FramePrimer bottleneck) instead of per map.
+        time_channels: width of a conditioning vector ``time [B, time_channels]`` (a diffusion
+            timestep embedding) projected to one ``[out_channels, F]`` offset added to every frame of
+            the extracted maps; 0: none.
 
-    ``forward(x, memories=(), prev_scores=None, return_scores=False)`` returns
+    ``forward(x, memories=(), prev_scores=None, return_scores=False, time=None)`` returns
     ``([B, out_channels, F, T], scores)``; ``scores`` are the self-attention pre-softmax scores
     ``[B, out_channels, H, T, T]`` (for residual attention) when requested, else None.
     """
@@ -76,13 +97,14 @@ class FrameTransformerBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, features: int, memory_channels: Sequence[int] = (),
                  num_heads: int = 4, expansion: float = 2.0, activation: str = "gelu", ffn: str = "linear",
                  dropout: float = 0.0, rotary: bool = True, attention_scale: str = "head", qkv_conv: str = "none",
-                 qkv_kernel: int = 3, flatten: bool = False):
+                 qkv_kernel: int = 3, flatten: bool = False, time_channels: int = 0):
         super().__init__()
         self.flatten = flatten
         ch, width = (1, out_channels * features) if flatten else (out_channels, features)
         heads = heads_for(width, num_heads)
         attention = dict(rotary=rotary, scale=attention_scale, dropout=dropout, qkv_conv=qkv_conv, qkv_kernel=qkv_kernel)
         self.embed = ChannelMix(in_channels, out_channels)
+        self.time = nn.Linear(time_channels, out_channels * features) if time_channels else None
         self.norm_attn = MultichannelLayerNorm(ch, width)
         self.attn = MultichannelMultiheadAttention(ch, width, heads, **attention)
         self.embed_memory = nn.ModuleList(ChannelMix(c, out_channels) for c in memory_channels)
@@ -98,10 +120,15 @@ class FrameTransformerBlock(nn.Module):
         return h.flatten(1, 2).unsqueeze(1) if self.flatten else h
 
     def forward(self, x: torch.Tensor, memories: Sequence[torch.Tensor] = (), prev_scores: torch.Tensor | None = None,
-                return_scores: bool = False):
+                return_scores: bool = False, time: torch.Tensor | None = None):
         if len(memories) != len(self.cross):
             raise ValueError(f"block expects {len(self.cross)} memories, got {len(memories)}")
-        h = self._squeeze(self.embed(x))
+        if (time is None) != (self.time is None):
+            raise ValueError("pass `time` exactly when the block was built with time_channels > 0")
+        h = self.embed(x)
+        if self.time is not None:
+            h = h + self.time(time).view(x.shape[0], -1, x.shape[2], 1)
+        h = self._squeeze(h)
         a, scores = self.attn(self.norm_attn(h), prev_scores=prev_scores, return_scores=return_scores)
         h = h + self.drop(a)
         for memory, embed, norm_m, norm_c, cross in zip(memories, self.embed_memory, self.norm_memory,

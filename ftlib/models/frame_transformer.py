@@ -18,6 +18,11 @@ few maps attended as one flattened frame vector, Primer q/k/v convolutions and s
 
 A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
 Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
+
+As a diffusion denoiser (:mod:`ftlib.diffusion`) the same network takes a timestep ``t [B]``
+(``time_embedding``: sinusoids + MLP, projected by every block onto its extracted maps), optional
+conditioning channels concatenated to the input (``condition_channels``, e.g. the mixture) and has
+an unbounded output (``output="linear"``, no sigmoid).
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm
+from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
+                          TimestepEmbedding)
 from ftlib.models import register
 
 
@@ -63,6 +69,11 @@ class FrameTransformerConfig(Config):
         blocks_per_level: densely connected blocks per level (each sees the maps of the ones before).
         flatten_maps: blocks attend over their maps flattened into one vector per frame.
         conv_kernel: kernel of the U-Net convolutions, (3, 3) or frequency-only (3, 1).
+        time_embedding: take a diffusion timestep ``t`` (sinusoidal embedding + MLP, added by a
+            per-block projection to every block's extracted maps); the model is then a denoiser.
+        time_features: width of the timestep embedding.
+        condition_channels: channels of a ``condition [B, Cc, F, T]`` concatenated to the input.
+        output: "mask" (sigmoid, in [0, 1]) or "linear" (unbounded: denoisers).
     """
 
     in_channels: int = 2
@@ -86,6 +97,10 @@ class FrameTransformerConfig(Config):
     blocks_per_level: int = 1
     flatten_maps: bool = False
     conv_kernel: tuple[int, int] = (3, 3)
+    time_embedding: bool = False
+    time_features: int = 64
+    condition_channels: int = 0
+    output: str = "mask"
 
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1,), num_heads=2),
@@ -127,6 +142,11 @@ class FrameTransformerConfig(Config):
         self.require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
         self.require(self.blocks_per_level >= 1, "blocks_per_level must be >= 1")
         self.require(len(self.conv_kernel) == 2 and all(k % 2 for k in self.conv_kernel), "conv_kernel: two odd sizes")
+        self.require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and >= 2")
+        self.require(self.condition_channels >= 0, "condition_channels must be >= 0")
+        self.require(self.output in ("mask", "linear"), "output must be 'mask' or 'linear'")
+        self.require(not self.time_embedding or self.transformer_from_level < levels,
+                     "time_embedding needs transformer blocks (transformer_from_level < levels): blocks inject it")
 
 
 @register("frame_transformer", FrameTransformerConfig)
@@ -138,20 +158,23 @@ class FrameTransformer(nn.Module):
     def __init__(self, config: FrameTransformerConfig):
         super().__init__()
         self.config = cfg = config
+        if cfg.time_embedding or cfg.output != "mask":
+            self.task = "denoiser"  # not a mask model: the separator refuses it
         levels = cfg.levels
         widths = [cfg.channels * m for m in cfg.channel_multipliers]
         bins = [cfg.num_bins // 2 ** i for i in range(levels)]
         expansion = per_level(cfg.expansion, levels)
         has_tf = [i >= cfg.transformer_from_level for i in range(levels)]
         maps = [m if t else 0 for m, t in zip(per_level(cfg.attention_maps, levels), has_tf)]
-        source = (cfg.in_channels,) if cfg.source_attention else ()
+        source = (cfg.in_channels + cfg.condition_channels,) if cfg.source_attention else ()
+        self.time_embed = TimestepEmbedding(cfg.time_features) if cfg.time_embedding else None
 
         def block(in_ch: int, level: int, skip: tuple = (), out: int | None = None) -> FrameTransformerBlock:
             return FrameTransformerBlock(
                 in_ch, out or maps[level], bins[level], memory_channels=skip + source, num_heads=cfg.num_heads,
                 expansion=expansion[level], activation=cfg.activation, dropout=cfg.dropout, rotary=cfg.rotary,
                 attention_scale=cfg.attention_scale, qkv_conv=cfg.qkv_conv, qkv_kernel=cfg.qkv_kernel,
-                flatten=cfg.flatten_maps)
+                flatten=cfg.flatten_maps, time_channels=cfg.time_features if cfg.time_embedding else 0)
 
         def stack(in_ch: int, level: int, skip: tuple = ()) -> nn.ModuleList:
             """Densely connected blocks: block j sees the input plus the maps of blocks 0..j-1."""
@@ -159,7 +182,7 @@ class FrameTransformer(nn.Module):
             return nn.ModuleList(block(in_ch + j * maps[level], level, skip) for j in range(count))
 
         conv = dict(activation=cfg.activation, kernel=cfg.conv_kernel)
-        in_ch = cfg.in_channels
+        in_ch = cfg.in_channels + cfg.condition_channels
         self.input_tf = None
         if cfg.input_attention_maps:
             self.input_tf = block(in_ch, 0, out=cfg.input_attention_maps)
@@ -184,17 +207,41 @@ class FrameTransformer(nn.Module):
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
         self.out = ChannelMix(in_ch, cfg.in_channels)
 
-    def _run(self, block: FrameTransformerBlock, x: torch.Tensor, memories: list, scores: torch.Tensor | None):
+    def _run(self, block: FrameTransformerBlock, x: torch.Tensor, memories: list, scores: torch.Tensor | None,
+             time: torch.Tensor | None):
         """Run a block, continuing the residual-score chain while the score shapes match."""
         residual = self.config.residual_attention
         expected = (block.attn.q.weight.shape[0], block.attn.num_heads)
         prev = scores if residual and scores is not None and tuple(scores.shape[1:3]) == expected else None
-        h, new = block(x, memories, prev_scores=prev, return_scores=residual)
+        h, new = block(x, memories, prev_scores=prev, return_scores=residual, time=time)
         return torch.cat([x, h], dim=1), (new if residual else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
+    def _inputs(self, x: torch.Tensor, t: torch.Tensor | None, condition: torch.Tensor | None):
+        """Check the optional inputs against the config: ``(x with the condition concatenated, time vector)``."""
         cfg = self.config
+        if (t is None) == cfg.time_embedding:
+            raise ValueError("this frame transformer " + ("is a diffusion denoiser: pass the timestep t [B]"
+                             if cfg.time_embedding else "has no time embedding (time_embedding=False): do not pass t"))
+        if (condition is None) != (cfg.condition_channels == 0):
+            raise ValueError(f"the model takes {cfg.condition_channels} condition channels; "
+                             f"got {'none' if condition is None else tuple(condition.shape)}")
+        if condition is not None:
+            if condition.shape[1] != cfg.condition_channels or condition.shape[2:] != x.shape[2:]:
+                raise ValueError(f"condition must be [B, {cfg.condition_channels}, {x.shape[2]}, {x.shape[3]}], "
+                                 f"got {tuple(condition.shape)}")
+            x = torch.cat([x, condition], dim=1)
+        if t is not None:
+            t = self.time_embed(t.expand(x.shape[0]) if t.ndim == 0 else t)
+        return x, t
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, condition: torch.Tensor | None = None):
+        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1] (``output="mask"``).
+
+        A denoiser also takes the timestep ``t [B]`` (``time_embedding``) and ``condition [B, Cc, F, T]``
+        (``condition_channels``), and returns unbounded ``[B, C, F, T]`` with ``output="linear"``.
+        """
+        cfg = self.config
+        x, time = self._inputs(x, t, condition)
         sources = [F.avg_pool2d(x, (2 ** i, 1)) if i else x for i in range(cfg.levels)] if cfg.source_attention else None
 
         def memories(level: int, *skip: torch.Tensor) -> list:
@@ -202,19 +249,20 @@ class FrameTransformer(nn.Module):
 
         scores, skips = None, []
         if self.input_tf is not None:
-            x, scores = self._run(self.input_tf, x, memories(0), scores)
+            x, scores = self._run(self.input_tf, x, memories(0), scores, time)
         for i, (encoder, tfs) in enumerate(zip(self.encoders, self.encoder_tfs)):
             x = encoder(x)
             for tf in tfs:
-                x, scores = self._run(tf, x, memories(i), scores)
+                x, scores = self._run(tf, x, memories(i), scores, time)
             skips.append(x)
         for j, (decoder, tfs) in enumerate(zip(self.decoders, self.decoder_tfs)):
             level = cfg.levels - 2 - j
             x = decoder(x, skips[level])
             skip = (skips[level],) if cfg.decoder_attention == "skip" else ()
             for tf in tfs:
-                x, scores = self._run(tf, x, memories(level, *skip), scores)
-        return torch.sigmoid(self.out(self.out_norm(x)))
+                x, scores = self._run(tf, x, memories(level, *skip), scores, time)
+        out = self.out(self.out_norm(x))
+        return torch.sigmoid(out) if cfg.output == "mask" else out
 
 
 # ------------------------------------------------------------------------------- frame primer

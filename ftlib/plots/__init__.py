@@ -7,5 +7,6 @@ if matplotlib.get_backend().lower() in ("qtagg", "tkagg", "macosx", "gtk3agg") a
 
 from ftlib.plots.separation import *  # noqa: E402,F401,F403
 from ftlib.plots.report import *  # noqa: E402,F401,F403
+from ftlib.plots.diffusion import *  # noqa: E402,F401,F403
 from ftlib.plots.mel import *  # noqa: E402,F401,F403
 from ftlib.plots.training import *  # noqa: E402,F401,F403
