@@ -273,3 +273,13 @@ def test_stft_loss_makes_the_recipe_return_the_mixture_phase():
     assert "phase" in train[0]
     loss_fn, _ = recipes.build_loss(cfg)
     assert (loss_fn.config.n_fft, loss_fn.config.hop_length) == (128, 64)  # follows the recipe's spectrogram
+
+
+def test_train_command_parses_dotted_overrides_and_names_bad_ones():
+    from ftlib.errors import FtlibError
+    from ftlib.train.__main__ import overrides
+
+    parsed = overrides(["train.steps=10", "recipe=pretrain", 'data.folders=["a", "b"]', "train.lr=3e-4"])
+    assert parsed == {"train": {"steps": 10, "lr": 3e-4}, "recipe": "pretrain", "data": {"folders": ["a", "b"]}}
+    with pytest.raises(FtlibError, match="NAME=VALUE"):
+        overrides(["steps"])

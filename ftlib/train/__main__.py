@@ -25,19 +25,6 @@ def _parse_value(text: str):
         return text
 
 
-def read_config(path: str) -> dict:
-    """RecipeConfig fields from a YAML (or JSON) file."""
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise FtlibError(f"cannot read recipe config {path}: {exc}") from exc
-    if not isinstance(values, dict):
-        raise FtlibError(f"recipe config {path} must hold a mapping of field: value")
-    return values
-
-
 def overrides(pairs: list[str]) -> dict:
     """``["train.steps=10", "recipe=pretrain"]`` -> ``{"train": {"steps": 10}, "recipe": "pretrain"}``."""
     out: dict = {}
@@ -68,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop (with a checkpoint) after this many more steps; run again to go on")
     args = parser.parse_args(argv)
     try:
-        values = read_config(args.config) if args.config else {}
+        values = runs.read_parameters(args.config) if args.config else {}
         for key, value in overrides(args.set).items():
             values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
         config = recipes.RecipeConfig.preset(args.preset, **values)
