@@ -1,5 +1,5 @@
 """JupyterLab in headless Chromium: a notebook showing an ftlib widget runs, the widget renders, and
-moving its slider redraws the figure. Needs Debian's ``chromium`` (``.ci/run`` installs it) driven
+moving its slider redraws the figure. Needs Debian's ``chromium`` (``make test`` installs it) driven
 by playwright; the browser is never downloaded."""
 import contextlib
 import json
@@ -31,7 +31,7 @@ def _chromium() -> str:
     """Path of the Chromium binary; the test fails (never skips) without it or without playwright."""
     path = os.environ.get("FTLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("no Chromium binary: install Debian's with `apt-get install -y chromium` (.ci/run does), "
+        pytest.fail("no Chromium binary: install Debian's with `apt-get install -y chromium` (make test does), "
                     "or point FTLIB_CHROMIUM at one")
     try:
         import playwright.sync_api  # noqa: F401
