@@ -77,7 +77,7 @@ def load_run(path: str | Path, label: str = "") -> RunRecord:
     logs = {}
     for file in sorted(path.rglob("metrics.jsonl")):
         folder = file.parent.relative_to(path).as_posix()
-        logs["" if folder == "." else folder] = runs.Run(file.parent).read_log()
+        logs["" if folder == "." else folder] = runs.read_log(file.parent)
     context = {}
     for file in sorted(path.rglob(history.CONTEXT_LENGTH_FILE)):
         folder = file.parent.relative_to(path).as_posix()

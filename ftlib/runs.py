@@ -123,19 +123,25 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def read_log(self) -> list[dict]:
-        """Every step logged to ``metrics.jsonl``; a line cut short by a crash is skipped."""
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        records = []
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    log.warning("%s: skipping malformed line %d", path, i + 1)
-        return records
+        """Every step logged to this run's ``metrics.jsonl`` (see :func:`read_log`)."""
+        return read_log(self.path)
+
+
+def read_log(folder: str | Path) -> list[dict]:
+    """Every record of ``<folder>/metrics.jsonl`` (``[]`` without one; also for nested training
+    folders, which are not Run folders); a last line cut short by a crash is skipped."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                log.warning("%s: skipping malformed line %d", path, i + 1)
+    return records
 
 
 def new_run_dir(notebook: str | Path, tag: str = "", root: str | Path | None = None) -> Path:

@@ -48,12 +48,12 @@ def _transformer_parameters(model: nn.Module) -> set[str]:
 
 
 def _last_decoder_parameters(model: nn.Module, n: int) -> set[str]:
-    levels = sorted({_depth(name)[1] for name, _ in model.named_parameters() if _depth(name)[0] == 3})
+    depth = {name: _depth(name) for name, _ in model.named_parameters()}
+    levels = sorted({level for stage, level in depth.values() if stage == 3})
     if not levels:
         raise ValueError(f"{type(model).__name__} has no decoder levels (parameters named decoder*.<i>.*)")
     keep = set(levels[-n:])
-    return {name for name, _ in model.named_parameters()
-            if _depth(name)[0] == 4 or (_depth(name)[0] == 3 and _depth(name)[1] in keep)}
+    return {name for name, (stage, level) in depth.items() if stage == 4 or (stage == 3 and level in keep)}
 
 
 def param_groups(model: nn.Module, method: str = "full", decay: float = 0.8, last_decoders: int = 1) -> list[dict]:

@@ -1,25 +1,10 @@
-"""Reading a training run's ``metrics.jsonl`` back, and questions asked of it."""
+"""Questions asked of a training log (``ftlib.runs.read_log``), and the context-length study file."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from ftlib.errors import DataError
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every record of ``<run_dir>/metrics.jsonl`` (``[]`` without one); a last line cut short by a
-    crash is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def validation_losses(records: list[dict]) -> list[tuple[int, float]]:
