@@ -17,20 +17,19 @@ import subprocess
 import sys
 import time
 
-CASES = [("frame_transformer", "tiny"), ("frame_transformer", "medium"),
-         ("temporal_unet", "tiny"), ("temporal_unet", "medium")]
+CASES = [("frame_transformer", "tiny"), ("frame_transformer", "medium"), ("frame_primer", "tiny"),
+         ("asym_unet_mct", "tiny"), ("temporal_unet", "tiny"), ("temporal_unet", "medium")]
 
 
 def measure(name: str, preset: str, explicit: bool, batch: int, frames: int, repeat: int, device: str) -> dict:
     import torch
 
     from ftlib import models
-    from ftlib.layers import MultichannelMultiheadAttention
 
     torch.manual_seed(0)
     model = models.build(name, preset).to(device)
     for module in model.modules():
-        if isinstance(module, MultichannelMultiheadAttention):
+        if hasattr(module, "force_explicit"):  # every attention layer
             module.force_explicit = explicit
     x = torch.rand(batch, model.config.in_channels, model.config.num_bins, frames, device=device)
     times = []

@@ -2,6 +2,7 @@
 save/load, the bridge residual and the score gate."""
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ftlib import checkpoint, models
 from ftlib.errors import ConfigError
@@ -131,7 +132,8 @@ def test_convolutional_attention_fused_equals_explicit_and_scale():
     assert ConvolutionalMultiheadAttention(32, 4, scale="features").scale == pytest.approx(1 / 32 ** 0.5)
     x = torch.randn(1, 32, 3, 7)
     with torch.no_grad():
-        fused = attn(x)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # raises rather than fall back to the unfused math path
+            fused = attn(x)
         attn.force_explicit = True
         torch.testing.assert_close(attn(x), fused, rtol=1e-5, atol=1e-6)
 

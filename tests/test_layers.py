@@ -1,6 +1,7 @@
 """ftlib.layers: shapes, gradients, and the fused attention path against the explicit one."""
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ftlib.layers import (
     ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm, MultichannelLinear,
@@ -57,11 +58,15 @@ def test_rotary_scores_depend_only_on_relative_position():
 def test_fused_attention_equals_explicit(rotary, cross, qkv_conv):
     torch.manual_seed(0)
     attn = MultichannelMultiheadAttention(3, 32, 4, rotary=rotary, qkv_conv=qkv_conv)
-    x, mem = torch.randn(2, 3, 32, 11), torch.randn(2, 3, 32, 7)
-    fused, _ = attn(x, memory=mem if cross else None)
+    x, mem = torch.randn(2, 3, 32, 11, requires_grad=True), torch.randn(2, 3, 32, 7)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # raises rather than fall back to the unfused math path
+        fused, _ = attn(x, memory=mem if cross else None)
+        (fused_grad,) = torch.autograd.grad(fused.square().sum(), x)
     attn.force_explicit = True
     explicit, _ = attn(x, memory=mem if cross else None)
+    (explicit_grad,) = torch.autograd.grad(explicit.square().sum(), x)
     torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused_grad, explicit_grad, rtol=1e-4, atol=1e-4)
 
 
 def test_residual_scores_are_returned_and_added():

@@ -22,6 +22,18 @@ from ftlib.layers.multichannel import MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
 
 
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                    dropout: float = 0.0) -> torch.Tensor:
+    """``scaled_dot_product_attention`` on ``[N, H, T, D]`` queries, keys and values.
+
+    The fused kernels (flash, memory-efficient) need unit stride along D; with any other layout
+    (a head view of a ``[B, C, F, T]`` volume, say) PyTorch silently takes its unfused math path,
+    so the inputs are made contiguous first.
+    """
+    return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),
+                                          dropout_p=dropout, scale=scale)
+
+
 def heads_for(features: int, num_heads: int, min_head_dim: int = 16) -> int:
     """The largest head count ``<= num_heads`` that divides ``features`` with heads of at least
     ``min_head_dim`` features (at least one head), so narrow levels never get degenerate heads."""
@@ -105,8 +117,7 @@ class MultichannelMultiheadAttention(nn.Module):
             out = torch.matmul(F.dropout(weights, dropout, self.training), v)
         else:
             b, c = q.shape[:2]
-            out = F.scaled_dot_product_attention(
-                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), dropout_p=dropout, scale=self.scale
-            ).unflatten(0, (b, c))
+            out = fused_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), self.scale,
+                                  dropout).unflatten(0, (b, c))
         out = self.o(rearrange(out, "b c h t d -> b c (h d) t"))
         return out, (scores if return_scores else None)

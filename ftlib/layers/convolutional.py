@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ftlib.layers.attention import heads_for
+from ftlib.layers.attention import fused_attention, heads_for
 from ftlib.layers.conv import FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLinear
 from ftlib.layers.transformer import FeedForward
@@ -116,7 +116,7 @@ class ConvolutionalMultiheadAttention(nn.Module):
             weights = (torch.matmul(q, k.transpose(-1, -2)) * self.scale).softmax(dim=-1)
             out = torch.matmul(F.dropout(weights, dropout, self.training), v)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
+            out = fused_attention(q, k, v, self.scale, dropout)
         return self.o(rearrange(out, "b h (f t) d -> b (h d) f t", f=x.shape[2]))
 
 
