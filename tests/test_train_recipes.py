@@ -222,9 +222,56 @@ def test_ema_averages_and_resumes_exactly(voxaug, tmp_path):
         assert torch.equal(a, b), name
 
 
+class _InfGradient(torch.autograd.Function):
+    """Identity forward; backward sends an infinite gradient (a finite loss that overflows)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class _OverflowAt:
+    """Separation L1 whose gradient overflows at one step (None: never); records the autocast dtypes."""
+
+    def __init__(self, step):
+        self.overflow_step, self.step, self.autocast = step, -1, set()
+
+    def begin_step(self, step):
+        self.step = step
+
+    def __call__(self, model, batch):
+        self.autocast.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        loss, metrics = losses.separation_l1(model, batch)
+        return (_InfGradient.apply(loss) if self.step == self.overflow_step else loss), metrics
+
+
+def test_fp16_scales_the_loss_skips_overflowing_steps_and_resumes_the_scaler(voxaug, tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=2, warmup_steps=1, log_every=1, mixed_precision="fp16",
+                      checkpoint_every=1, keep_last=4)
+    loss_fn = _OverflowAt(1)
+    straight = fit(_model(), loss_fn, voxaug, cfg, tmp_path / "a")
+    assert loss_fn.autocast == {torch.float16}
+    assert [r["skipped_steps"] for r in _log(tmp_path / "a")] == [0, 1, 1, 1]
+    checkpoints = tmp_path / "a" / "checkpoints"
+    assert checkpoint.load_state(checkpoints / "step-0000004")["scaler"]["scale"] == 2.0 ** 15  # halved once
+    before, after = (checkpoint.load(checkpoints / f"step-000000{i}") for i in (1, 2))
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    fit(_model(), _OverflowAt(1), voxaug, cfg, tmp_path / "b", stop_after=2)
+    resumed = fit(_model(), _OverflowAt(1), voxaug, cfg, tmp_path / "b")
+    assert checkpoint.load_state(tmp_path / "b" / "checkpoints" / "step-0000004")["scaler"]["scale"] == 2.0 ** 15
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_bf16_mixed_precision_trains_with_finite_losses(voxaug, tmp_path):
     cfg = TrainConfig(steps=3, batch_size=2, warmup_steps=1, log_every=1, mixed_precision="bf16")
-    model = fit(_model(), losses.separation_l1, voxaug, cfg, tmp_path / "run")
+    loss_fn = _OverflowAt(None)
+    model = fit(_model(), loss_fn, voxaug, cfg, tmp_path / "run")
+    assert loss_fn.autocast == {torch.bfloat16}
     assert all(r["skipped_steps"] == 0 and r["loss"] == r["loss"] for r in _log(tmp_path / "run"))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
 

@@ -44,6 +44,7 @@ from ftlib.config import Config
 from ftlib.errors import DataError
 from ftlib.train import curriculum
 from ftlib.train.ema import EMA
+from ftlib.train.precision import Precision
 from ftlib.train.sampler import StepBatchSampler
 from ftlib.train.schedule import warmup_poly
 
@@ -64,7 +65,7 @@ class TrainConfig(Config):
         decay_power: power of the polynomial decay after warmup (1 = linear).
         min_lr_ratio: floor of the decay as a fraction of ``lr``; never crossed.
         grad_clip: clip the global gradient norm to this (0 disables).
-        mixed_precision: "no", "bf16" or "fp16" (fp16 uses a dynamic loss scaler; needs a GPU).
+        mixed_precision: "no", "bf16" or "fp16" (fp16 with a dynamic loss scaler; on CPU too).
         ema_decay: keep an exponential moving average of the weights with this decay (0 disables);
             validation, ``best/`` and ``ema/`` use the averaged weights.
         curriculum: progressive crop sizes, stages ``(start_step, cropsize, batch_size[, grad_accum])``
@@ -268,8 +269,8 @@ def _accelerator(config: TrainConfig, model: nn.Module):
     AcceleratorState._reset_state()  # each fit may ask for another precision; the process group stays
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] \
         if getattr(model, "find_unused_parameters", False) else []
-    return Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=handlers,
-                       cpu=not torch.cuda.is_available())
+    # precision is the engine's own (ftlib.train.precision), the same on CPU and GPU
+    return Accelerator(mixed_precision="no", kwargs_handlers=handlers, cpu=not torch.cuda.is_available())
 
 
 def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainConfig, run_dir: str | Path,
@@ -303,9 +304,9 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
         ema.load_state_dict(state["ema"])
     model, optimizer = accel.prepare(model, optimizer)
     bare = accel.unwrap_model(model)
+    precision = Precision(config.mixed_precision, accel.device)
     if found is not None:
-        if state.get("scaler") and accel.scaler is not None:
-            accel.scaler.load_state_dict(state["scaler"])
+        precision.load_state_dict(state.get("scaler"))
         set_rng_state(state["rng"])
     data = _StageBatches(train_data, config, accel.process_index, accel.num_processes)
     valid_loss_fn = valid_loss_fn or loss_fn
@@ -337,8 +338,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
         if with_state:
             extra = dict(optimizer=optimizer.state_dict(), step=step, best=best, skipped_steps=skipped,
                          rng=rng_state(), train_config=config.to_dict())
-            if accel.scaler is not None:
-                extra["scaler"] = accel.scaler.state_dict()
+            if precision.scaler is not None:
+                extra["scaler"] = precision.state_dict()
             if ema is not None:
                 extra["ema"] = ema.state_dict()
         exported = weights.export() if hasattr(weights, "export") else weights
@@ -371,20 +372,20 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
             batch = _to(data.next(step), accel.device)
             syncing = micro == stage.grad_accum - 1
             with accel.no_sync(model) if not syncing else contextlib.nullcontext():
-                with accel.autocast():
+                with precision.autocast():
                     loss, metrics = loss_fn(model, batch)
                 finite = finite and all_finite(loss)
                 if finite:
-                    accel.backward(loss / stage.grad_accum)
+                    accel.backward(precision.scale(loss / stage.grad_accum))
                     total += float(loss.detach()) / stage.grad_accum
                     for k, v in metrics.items():
                         extras.setdefault(k, []).append(float(v))
         grad_norm = float("nan")
         if finite:
+            precision.unscale(optimizer)
             if config.grad_clip > 0:
                 grad_norm = float(accel.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
-            if accel.optimizer_step_was_skipped:  # fp16 loss scaler found inf/NaN gradients
+            if not precision.step(optimizer):  # the fp16 loss scaler found inf/NaN gradients
                 skipped += 1
             elif ema is not None:
                 ema.update(bare)
