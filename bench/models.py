@@ -2,6 +2,7 @@
 
     python bench/models.py                      # batch 2, 512 frames, tiny and medium presets
     python bench/models.py --frames 1024 --repeat 5
+    python bench/models.py --cases frame_transformer/tiny,temporal_unet/tiny --repeat 20
 
 Each (family, preset, attention path) runs in its own subprocess so peak memory is its own (peak RSS
 on CPU, peak allocated memory on CUDA). Prints a table and the explicit/fused ratios; the explicit
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--cases", default=",".join(f"{n}/{p}" for n, p in CASES),
+                        help="comma-separated family/preset pairs (default: %(default)s)")
     parser.add_argument("--one", nargs=3, metavar=("NAME", "PRESET", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -89,7 +92,7 @@ def main() -> None:
         return
     print(f"forward+backward, batch {args.batch}, {args.frames} frames, {args.device}, median of {args.repeat}")
     print(f"{'model':<30}{'params':>9}{'fused s':>10}{'explicit s':>12}{'time ratio':>12}{'fused MB':>10}{'explicit MB':>13}")
-    for name, preset in CASES:
+    for name, preset in (case.strip().split("/") for case in args.cases.split(",")):
         row = {}
         for path in ("fused", "explicit"):
             cmd = [sys.executable, __file__, "--one", name, preset, path, "--batch", str(args.batch),
