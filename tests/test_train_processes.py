@@ -1,4 +1,4 @@
-"""``python -m ftlib.train`` in real processes: two-process DDP over gloo, and a run killed mid-epoch."""
+"""Training in real processes: two-process DDP over gloo (torchrun and the notebook launcher), and a run killed mid-epoch."""
 import json
 import os
 import signal
@@ -73,3 +73,20 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     straight, resumed = _weights(tmp_path / "straight", 12), _weights(run_dir, 12)
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+def test_notebook_launcher_trains_in_two_processes_and_returns_the_checkpointed_model(tmp_path):
+    script = ("import sys, torch; from ftlib.train import recipes; "
+              "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 3, 'batch_size': 1}, context_cropsizes=()); "
+              "model = recipes.launch(cfg, sys.argv[1], num_processes=2); "
+              "torch.save(model.state_dict(), sys.argv[2])")
+    run_dir, returned = tmp_path / "run", tmp_path / "returned.pt"
+    done = subprocess.run([sys.executable, "-c", script, str(run_dir), str(returned)], env=_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in steps if "loss" in r] == [2, 2, 2]  # two processes of batch 1, rank 0 logs
+    best = checkpoint.load(run_dir / "checkpoints" / "best").state_dict()
+    assert not any(name.startswith("module.") for name in best)
+    for name, value in torch.load(returned, weights_only=True).items():
+        assert torch.equal(value, best[name]), name
