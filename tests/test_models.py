@@ -104,6 +104,28 @@ def test_fused_attention_model_equals_explicit(name, options):
     torch.testing.assert_close(model(x), fused, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", SEPARATORS)
+def test_training_with_block_dropout_keeps_the_fused_kernel(name):
+    # the seeds' dropout sits on the sub-layer outputs, not on the attention weights; PyTorch's CPU
+    # flash kernel has no dropout, so weight dropout would silently send training to the math path
+    torch.manual_seed(0)
+    model = models.build(name, "tiny", dropout=0.1).train()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        model(_input(model, 16)).mean().backward()
+
+
+@pytest.mark.parametrize("name", SEPARATORS)
+def test_attention_dropout_reaches_the_attention_weights(name):
+    outputs = {}
+    for rate in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = models.build(name, "tiny", dropout=0.0, attention_dropout=rate).train()
+        x = _input(model, 16)
+        outputs[rate] = [model(x) for _ in range(2)]
+    torch.testing.assert_close(outputs[0.0][0], outputs[0.0][1], rtol=0, atol=0)
+    assert not torch.allclose(outputs[0.5][0], outputs[0.5][1])
+
+
 def test_presets_match_published_sizes():
     # the seed's frame_transformer_v4 at 32 channels: 192,699,428 parameters
     v4 = models.build("frame_transformer", "v4")

@@ -52,7 +52,8 @@ class MultichannelMultiheadAttention(nn.Module):
         num_heads: heads per channel (``features`` must divide evenly).
         rotary: rotary position embedding on queries and keys.
         scale: ``"head"`` (1/sqrt(head_dim)) or ``"features"`` (1/sqrt(F), the seed's choice).
-        dropout: attention dropout (training only).
+        dropout: dropout on the attention weights (training only). PyTorch's CPU flash kernel has no
+            dropout, so above 0 training on CPU takes the unfused math path; CUDA kernels support it.
         qkv_conv: ``"none"``, ``"primer"`` or ``"kxk"`` (see the module docstring).
         qkv_kernel: kernel size of that convolution.
 

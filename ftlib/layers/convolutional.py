@@ -93,7 +93,8 @@ class ConvolutionalMultiheadAttention(nn.Module):
         num_heads: heads wanted (fewer when C is narrow, see :func:`heads_for`).
         kernel: size of the ``k x k`` q/k/v/o convolutions.
         scale: ``"head"`` (1/sqrt(head_dim)) or ``"features"`` (1/sqrt(C), the seed's).
-        dropout: attention dropout (training only).
+        dropout: dropout on the attention weights (training only; on CPU, above 0, PyTorch runs
+            its unfused math path).
 
     The fused ``scaled_dot_product_attention`` runs unless ``force_explicit`` is set (tests).
     Cost grows with ``(F * T)^2``: use it at the bottleneck only.
@@ -129,10 +130,10 @@ class ConvolutionalTransformerEncoder(nn.Module):
     """
 
     def __init__(self, channels: int, num_heads: int = 8, expansion: float = 4.0, activation: str = "relu2",
-                 dropout: float = 0.0, scale: str = "head", kernel: int = 3):
+                 dropout: float = 0.0, scale: str = "head", kernel: int = 3, attention_dropout: float = 0.0):
         super().__init__()
         self.norm_attn = ChannelNorm(channels)
-        self.attn = ConvolutionalMultiheadAttention(channels, num_heads, kernel, scale, dropout)
+        self.attn = ConvolutionalMultiheadAttention(channels, num_heads, kernel, scale, attention_dropout)
         self.norm_ffn = ChannelNorm(channels)
         self.ffn = FeedForward(channels, 1, expansion, activation, dropout, kind="conv")
         self.drop = nn.Dropout(dropout)

@@ -81,8 +81,9 @@ class FrameTransformerBlock(nn.Module):
         expansion: feed-forward hidden size relative to F (linear) or to the channels (conv).
         activation: "gelu", "relu2" or "relu".
         ffn: "linear" (per-channel over F) or "conv" (3x3).
-        dropout, rotary, attention_scale, qkv_conv, qkv_kernel: see
-            :class:`MultichannelMultiheadAttention`.
+        dropout: dropout on the sub-layers' outputs and inside the feed-forward (training only).
+        attention_dropout, rotary, attention_scale, qkv_conv, qkv_kernel: see
+            :class:`MultichannelMultiheadAttention` (``attention_dropout`` is its ``dropout``).
         flatten: attend over the extracted maps flattened into one ``out_channels * F`` vector per
             frame (the FramePrimer bottleneck) instead of per map.
         time_channels: width of a conditioning vector ``time [B, time_channels]`` (a diffusion
@@ -96,13 +97,15 @@ class FrameTransformerBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, features: int, memory_channels: Sequence[int] = (),
                  num_heads: int = 4, expansion: float = 2.0, activation: str = "gelu", ffn: str = "linear",
-                 dropout: float = 0.0, rotary: bool = True, attention_scale: str = "head", qkv_conv: str = "none",
-                 qkv_kernel: int = 3, flatten: bool = False, time_channels: int = 0):
+                 dropout: float = 0.0, attention_dropout: float = 0.0, rotary: bool = True,
+                 attention_scale: str = "head", qkv_conv: str = "none", qkv_kernel: int = 3, flatten: bool = False,
+                 time_channels: int = 0):
         super().__init__()
         self.flatten = flatten
         ch, width = (1, out_channels * features) if flatten else (out_channels, features)
         heads = heads_for(width, num_heads)
-        attention = dict(rotary=rotary, scale=attention_scale, dropout=dropout, qkv_conv=qkv_conv, qkv_kernel=qkv_kernel)
+        attention = dict(rotary=rotary, scale=attention_scale, dropout=attention_dropout, qkv_conv=qkv_conv,
+                         qkv_kernel=qkv_kernel)
         self.embed = ChannelMix(in_channels, out_channels)
         self.time = nn.Linear(time_channels, out_channels * features) if time_channels else None
         self.norm_attn = MultichannelLayerNorm(ch, width)

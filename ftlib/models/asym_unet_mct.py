@@ -48,6 +48,8 @@ class AsymUNetMCTConfig(Config):
         expansion: evolved blocks' feed-forward hidden size as a multiple of the level's bins.
         activation: "relu2" (squared ReLU, the seed's), "gelu" or "relu".
         dropout: dropout in the transformer blocks.
+        attention_dropout: dropout on the attention weights (the seed had none). Above 0, training on
+            CPU leaves the fused kernel for PyTorch's math path (CUDA kernels support dropout).
         rotary: rotary position embedding in the evolved blocks' attention.
         attention_scale: "head" (1/sqrt(head_dim)) or "features" (1/sqrt(width), the seed's).
         residual_attention: pass pre-softmax scores along the encoder and decoder chains (RealFormer);
@@ -72,6 +74,7 @@ class AsymUNetMCTConfig(Config):
     expansion: float = 4.0
     activation: str = "relu2"
     dropout: float = 0.1
+    attention_dropout: float = 0.0
     rotary: bool = True
     attention_scale: str = "head"
     residual_attention: bool = True
@@ -109,7 +112,7 @@ class AsymUNetMCTConfig(Config):
         self.require(self.expansion > 0 and self.bridge_expansion > 0, "expansions must be > 0")
         self.require(self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}")
         self.require(self.attention_scale in ("head", "features"), "attention_scale must be 'head' or 'features'")
-        self.require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        self.require(0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1, "dropouts must be in [0, 1)")
 
 
 # ------------------------------------------------------------------------------ evolved blocks
@@ -139,10 +142,10 @@ class _EvolvedBase(nn.Module):
     """Shared parts: channel-mixing embedding, attention factory, squared-ReLU feed-forward."""
 
     def __init__(self, in_channels: int, maps: int, features: int, num_heads: int, expansion: float,
-                 activation: str, dropout: float, attention: dict):
+                 activation: str, dropout: float, attention_dropout: float, attention: dict):
         super().__init__()
         self.heads = heads_for(features, num_heads)
-        self._attention = lambda: MultichannelMultiheadAttention(maps, features, self.heads, dropout=dropout,
+        self._attention = lambda: MultichannelMultiheadAttention(maps, features, self.heads, dropout=attention_dropout,
                                                                  **attention)
         self._norm = lambda: MultichannelLayerNorm(maps, features)
         self.act = ACTIVATIONS[activation]()
@@ -159,8 +162,9 @@ class EvolvedEncoderBlock(_EvolvedBase):
     """
 
     def __init__(self, in_channels: int, maps: int, features: int, num_heads: int = 4, expansion: float = 4.0,
-                 activation: str = "relu2", dropout: float = 0.0, **attention):
-        super().__init__(in_channels, maps, features, num_heads, expansion, activation, dropout, attention)
+                 activation: str = "relu2", dropout: float = 0.0, attention_dropout: float = 0.0, **attention):
+        super().__init__(in_channels, maps, features, num_heads, expansion, activation, dropout, attention_dropout,
+                         attention)
         self.norm_glu, self.glu = self._norm(), MultichannelLinear(maps, maps, features, 2 * features)
         self.norm_branch = self._norm()
         self.branch_linear = MultichannelLinear(maps, maps, features, features)
@@ -189,9 +193,10 @@ class EvolvedDecoderBlock(_EvolvedBase):
     """
 
     def __init__(self, in_channels: int, maps: int, features: int, num_heads: int = 4, expansion: float = 4.0,
-                 activation: str = "relu2", dropout: float = 0.0, gate: bool = False, gate_channels: int = 4,
-                 **attention):
-        super().__init__(in_channels, maps, features, num_heads, expansion, activation, dropout, attention)
+                 activation: str = "relu2", dropout: float = 0.0, attention_dropout: float = 0.0, gate: bool = False,
+                 gate_channels: int = 4, **attention):
+        super().__init__(in_channels, maps, features, num_heads, expansion, activation, dropout, attention_dropout,
+                         attention)
         self.gate = ScoreGate(gate_channels) if gate else None
         self.norm_memory = self._norm()
         self.norm_attn1, self.self_attn1, self.cross_attn1 = self._norm(), self._attention(), self._attention()
@@ -241,7 +246,8 @@ class AsymUNetMCT(nn.Module):
         maps = per_level(cfg.attention_maps, levels - 1)
         heads = [heads_for(f, cfg.num_heads) for f in bins]
         block = dict(num_heads=cfg.num_heads, expansion=cfg.expansion, activation=cfg.activation,
-                     dropout=cfg.dropout, rotary=cfg.rotary, scale=cfg.attention_scale)
+                     dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, rotary=cfg.rotary,
+                     scale=cfg.attention_scale)
 
         self.embedding = ConvolutionalEmbedding(cfg.in_channels, cfg.num_bins, cfg.embedding_channels,
                                                 cfg.embedding_scales, activation=cfg.activation)
@@ -255,7 +261,8 @@ class AsymUNetMCT(nn.Module):
                 self.encoder_blocks.append(EvolvedEncoderBlock(width, maps[i], bins[i], **block))
                 in_ch += maps[i]
         self.bridge = nn.Sequential(*(ConvolutionalTransformerEncoder(
-            in_ch, cfg.bridge_heads, cfg.bridge_expansion, cfg.activation, cfg.dropout, cfg.attention_scale)
+            in_ch, cfg.bridge_heads, cfg.bridge_expansion, cfg.activation, cfg.dropout, cfg.attention_scale,
+            attention_dropout=cfg.attention_dropout)
             for _ in range(cfg.bridge_layers)))
 
         skip_channels = [w + m for w, m in zip(widths, maps)]

@@ -58,6 +58,8 @@ class FrameTransformerConfig(Config):
         expansion: feed-forward hidden size as a multiple of the level's bins (one value or one per level).
         activation: "gelu", "relu2" (squared ReLU, Primer) or "relu", in blocks and convolutions.
         dropout: dropout in the transformer blocks.
+        attention_dropout: dropout on the attention weights (the seed had none). Above 0, training on
+            CPU leaves the fused kernel for PyTorch's math path (CUDA kernels support dropout).
         rotary: rotary position embedding on queries and keys.
         attention_scale: "head" (1/sqrt(head_dim)) or "features" (1/sqrt(F), the seed's).
         qkv_conv: "none", "primer" (depthwise 1 x k after q/k/v, v4) or "kxk" (k x k before, v8).
@@ -88,6 +90,7 @@ class FrameTransformerConfig(Config):
     expansion: tuple[float, ...] = (2.0,)
     activation: str = "gelu"
     dropout: float = 0.0
+    attention_dropout: float = 0.0
     rotary: bool = True
     attention_scale: str = "head"
     qkv_conv: str = "none"
@@ -139,7 +142,7 @@ class FrameTransformerConfig(Config):
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
         self.require(self.attention_scale in ("head", "features"), "attention_scale must be 'head' or 'features'")
         self.require(self.qkv_conv in ("none", "primer", "kxk"), "qkv_conv must be 'none', 'primer' or 'kxk'")
-        self.require(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        self.require(0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1, "dropouts must be in [0, 1)")
         self.require(self.blocks_per_level >= 1, "blocks_per_level must be >= 1")
         self.require(len(self.conv_kernel) == 2 and all(k % 2 for k in self.conv_kernel), "conv_kernel: two odd sizes")
         self.require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and >= 2")
@@ -172,7 +175,8 @@ class FrameTransformer(nn.Module):
         def block(in_ch: int, level: int, skip: tuple = (), out: int | None = None) -> FrameTransformerBlock:
             return FrameTransformerBlock(
                 in_ch, out or maps[level], bins[level], memory_channels=skip + source, num_heads=cfg.num_heads,
-                expansion=expansion[level], activation=cfg.activation, dropout=cfg.dropout, rotary=cfg.rotary,
+                expansion=expansion[level], activation=cfg.activation, dropout=cfg.dropout,
+                attention_dropout=cfg.attention_dropout, rotary=cfg.rotary,
                 attention_scale=cfg.attention_scale, qkv_conv=cfg.qkv_conv, qkv_kernel=cfg.qkv_kernel,
                 flatten=cfg.flatten_maps, time_channels=cfg.time_features if cfg.time_embedding else 0)
 

@@ -33,6 +33,8 @@ class TemporalUNetConfig(Config):
         expansion: convolutional feed-forward width as a multiple of the maps.
         activation: "gelu", "relu2" or "relu".
         dropout: dropout in the transformer blocks.
+        attention_dropout: dropout on the attention weights (the seed had none). Above 0, training on
+            CPU leaves the fused kernel for PyTorch's math path (CUDA kernels support dropout).
         rotary: rotary position embedding.
         attention_scale: "head" or "features".
         residual_attention: RealFormer scores passed between blocks of equal shape.
@@ -47,6 +49,7 @@ class TemporalUNetConfig(Config):
     expansion: float = 4.0
     activation: str = "relu2"
     dropout: float = 0.1
+    attention_dropout: float = 0.0
     rotary: bool = True
     attention_scale: str = "head"
     residual_attention: bool = False
@@ -65,7 +68,8 @@ class TemporalUNetConfig(Config):
                      "in_channels, channels, attention_maps and num_heads must be >= 1")
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
         self.require(self.attention_scale in ("head", "features"), "attention_scale must be 'head' or 'features'")
-        self.require(0 <= self.dropout < 1 and self.expansion > 0, "dropout in [0, 1) and expansion > 0")
+        self.require(0 <= self.dropout < 1 and 0 <= self.attention_dropout < 1 and self.expansion > 0,
+                     "dropouts in [0, 1) and expansion > 0")
 
 
 @register("temporal_unet", TemporalUNetConfig)
@@ -81,7 +85,8 @@ class TemporalUNet(nn.Module):
         widths = [cfg.channels * m for m in cfg.channel_multipliers]
         maps = per_level(cfg.attention_maps, levels)
         common = dict(num_heads=cfg.num_heads, expansion=cfg.expansion, activation=cfg.activation, ffn="conv",
-                      dropout=cfg.dropout, rotary=cfg.rotary, attention_scale=cfg.attention_scale)
+                      dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, rotary=cfg.rotary,
+                      attention_scale=cfg.attention_scale)
         self.encoders, self.encoder_tfs = nn.ModuleList(), nn.ModuleList()
         in_ch = cfg.in_channels
         for i, width in enumerate(widths):
