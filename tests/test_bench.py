@@ -1,0 +1,34 @@
+"""The model benchmark: paired timing alternates the two attention paths, and the script runs end to end."""
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "models.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_models", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_timing_alternates_the_paths_and_pairs_every_measurement():
+    calls, state = [], {}
+    result = _bench_module().paired(lambda: calls.append(state["explicit"]),
+                                    lambda explicit: state.update(explicit=explicit), repeat=3, device="cpu")
+    # a warm-up pair, then the order flips every pair so drift cannot favour one path
+    assert calls == [False, True, True, False, False, True, True, False]
+    assert set(result) == {"fused_s", "explicit_s", "ratio"} and all(v > 0 for v in result.values())
+
+
+def test_bench_script_prints_a_row_per_case():
+    out = subprocess.run([sys.executable, str(BENCH), "--cases", "frame_transformer/tiny,temporal_unet/tiny",
+                          "--frames", "16", "--repeat", "1", "--layer-frames", "16", "--device", "cpu"],
+                         check=True, capture_output=True, text=True).stdout
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+/tiny)\s.*?(\d+\.\d+)x", out, re.M)}
+    assert set(rows) == {"frame_transformer/tiny", "temporal_unet/tiny"}
+    assert all(ratio > 0 for ratio in rows.values())
+    assert re.search(r"^\s+16\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x$", out, re.M)  # the attention layer alone
