@@ -33,6 +33,8 @@ def test_channel_mix_equals_1x1_conv():
     x = torch.randn(2, 4, 16, 5)
     expected = torch.nn.functional.conv2d(x, mix.weight[:, :, None, None])
     torch.testing.assert_close(mix(x), expected, rtol=1e-5, atol=1e-5)
+    frames_first = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, frequency stride 1
+    torch.testing.assert_close(mix(frames_first), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_multichannel_layer_norm_normalises_each_frame():

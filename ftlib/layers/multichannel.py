@@ -8,6 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def mix_channels(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight [C_out, C_in]`` applied to the channels of ``x [B, C_in, F, T]`` -> ``[B, C_out, F, T]``.
+
+    One ``bmm`` against the weight expanded over the batch: ``torch.matmul`` of a matrix with a
+    batch of matrices folds the batch through a transposed copy of the whole activation.
+    """
+    b, c, f, t = x.shape
+    return torch.bmm(weight.expand(b, -1, -1), x.reshape(b, c, f * t)).view(b, -1, f, t)
+
+
 class MultichannelLinear(nn.Module):
     """A separate linear map ``F_in -> F_out`` for every channel, applied to every frame.
 
@@ -35,8 +45,7 @@ class MultichannelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mix is not None:
-            b, c, f, t = x.shape
-            x = torch.matmul(self.mix, x.reshape(b, c, f * t)).view(b, -1, f, t)
+            x = mix_channels(self.mix, x)
         x = torch.matmul(self.weight, x)  # [C, Fo, Fi] @ [B, C, Fi, T] -> [B, C, Fo, T]
         return x if self.bias is None else x + self.bias
 
@@ -71,5 +80,4 @@ class ChannelMix(nn.Module):
         nn.init.uniform_(self.weight, -1 / math.sqrt(in_channels), 1 / math.sqrt(in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, f, t = x.shape
-        return torch.matmul(self.weight, x.reshape(b, c, f * t)).view(b, -1, f, t)
+        return mix_channels(self.weight, x)
