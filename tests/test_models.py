@@ -144,7 +144,8 @@ def test_frame_primer_matches_the_published_size_with_its_position_tables():
     assert abs((count_parameters("frame_primer") + tables) / 118e6 - 1) < 0.10
 
 
-@pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], ("patch_discriminator", {})],
+@pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], VARIANTS[11],
+                                          ("patch_discriminator", {}), ("vocal_activity_discriminator", {})],
                          ids=lambda v: str(v))
 def test_checkpoint_round_trip_for_every_family(name, options, tmp_path):
     torch.manual_seed(0)
