@@ -119,6 +119,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}/config.json is missing or corrupt ({exc})") from exc
 
 
+def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict saved at ``path``, without building the model."""
+    path = _folder(path)
+    try:
+        return load_file(path / "model.safetensors", device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}/model.safetensors is corrupt or truncated ({exc})") from exc
+
+
 def load(path: str | Path, expect: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved at ``path`` (folder or its model.safetensors) with its weights.
 
@@ -134,10 +143,7 @@ def load(path: str | Path, expect: str | None = None, map_location: str | torch.
         model = models.from_config(header["model"], header["config"], strict=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot rebuild model {header['model']!r} from its config ({exc})") from exc
-    try:
-        weights = load_file(path / "model.safetensors", device=str(map_location))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}/model.safetensors is corrupt or truncated ({exc})") from exc
+    weights = load_weights(path, map_location)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -99,7 +99,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-SEPARATOR_OPTIONS = ("cropsize", "padding", "batch_size", "device", "normalise", "ensemble", "weights",
+SEPARATOR_OPTIONS = ("cropsize", "padding", "batch_size", "device", "precision", "normalise", "ensemble", "weights",
                      "tta_shift", "tta_swap", "tta_cropsizes", "postprocess")
 
 
@@ -160,8 +160,11 @@ def _add_separator_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("separation")
     g.add_argument("--cropsize", type=int, help="frames per chunk (default: 256)")
     g.add_argument("--padding", type=int, help="real context frames on each side of a chunk (default: 64)")
-    g.add_argument("--batch-size", type=int, help="chunks per forward pass (default: 4 on GPUs, 1 on CPU)")
+    g.add_argument("--batch-size", type=int, help="chunks per forward pass (default: 16 on GPUs, 1 on CPU)")
     g.add_argument("--device", help="torch device, e.g. cpu, cuda:0 or mps (default: best available)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast dtype (default auto: bf16 on GPUs with native bf16, fp16 on older GPUs and "
+                        "MPS, float32 on the CPU); fp32 turns autocast off")
     g.add_argument("--normalise", choices=("song", "chunk"),
                    help="divide each chunk (default) or the whole song by its maximum")
     g.add_argument("--ensemble", choices=("average", "min", "max", "waveform"),

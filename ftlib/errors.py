@@ -19,3 +19,7 @@ class DataError(FtlibError):
 
 class CheckpointError(FtlibError):
     """A checkpoint is missing, corrupt or belongs to another architecture."""
+
+
+class SeparationError(FtlibError):
+    """A model produced an unusable mask (NaN or infinite values) while separating."""

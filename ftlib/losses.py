@@ -40,7 +40,7 @@ def masked_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     weight = frames.float()
     loss = (error * weight).sum() / weight.sum().clamp_min(1.0)
     unmasked = (error * (1 - weight)).sum() / (1 - weight).sum().clamp_min(1.0)
-    return loss, {"unmasked_l1": float(unmasked.detach())}
+    return loss, {"unmasked_l1": unmasked.detach()}
 
 
 # ------------------------------------------------------------------------------ spectral terms
@@ -170,4 +170,4 @@ class SeparationLoss:
         estimate = (first(model(mixture)) * mixture).float()
         terms = self.terms(estimate, target, batch.get("phase"))
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
-        return loss, {name: float(value.detach()) for name, value in terms.items()} if len(terms) > 1 else {}
+        return loss, {name: value.detach() for name, value in terms.items()} if len(terms) > 1 else {}

@@ -13,7 +13,9 @@ import torch
 from ftlib import checkpoint
 from ftlib.train import latest_checkpoint, recipes
 
-TINY = ["--preset", "tiny", "--set", 'model_overrides={"dropout": 0}', "--set", "context_cropsizes=[]"]
+# gloo on the CPU also on GPU machines (NCCL cannot put two processes on one GPU)
+TINY = ["--preset", "tiny", "--set", 'model_overrides={"dropout": 0}', "--set", "context_cropsizes=[]",
+        "--set", "train.device=cpu"]
 
 
 def _env():
@@ -77,7 +79,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
 
 def test_notebook_launcher_trains_in_two_processes_and_returns_the_checkpointed_model(tmp_path):
     script = ("import sys, torch; from ftlib.train import recipes; "
-              "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 3, 'batch_size': 1}, context_cropsizes=()); "
+              "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 3, 'batch_size': 1, 'device': 'cpu'}, "
+              "context_cropsizes=()); "
               "model = recipes.launch(cfg, sys.argv[1], num_processes=2); "
               "torch.save(model.state_dict(), sys.argv[2])")
     run_dir, returned = tmp_path / "run", tmp_path / "returned.pt"
@@ -90,3 +93,15 @@ def test_notebook_launcher_trains_in_two_processes_and_returns_the_checkpointed_
     assert not any(name.startswith("module.") for name in best)
     for name, value in torch.load(returned, weights_only=True).items():
         assert torch.equal(value, best[name]), name
+
+
+def test_processes_that_do_not_share_the_run_folder_stop_with_an_error(tmp_path):
+    script = tmp_path / "apart.py"
+    script.write_text("import os, sys\nfrom ftlib.train import recipes\n"
+                      "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 2, 'batch_size': 1, 'device': 'cpu'}, "
+                      "context_cropsizes=())\n"
+                      "recipes.run(cfg, os.path.join(sys.argv[1], 'rank' + os.environ['RANK']))\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert "processes [1] cannot see the run folder" in done.stderr, done.stderr[-3000:]

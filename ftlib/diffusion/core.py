@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ftlib.config import Config
 from ftlib.errors import ConfigError
@@ -82,8 +83,18 @@ def betas(config: DiffusionConfig) -> torch.Tensor:
 
 
 def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``values[t]`` shaped ``[B, 1, ...]`` to broadcast against ``like``, in its dtype and device."""
-    return values.to(like.device)[t.to(like.device)].to(like.dtype).view(-1, *[1] * (like.ndim - 1))
+    """``values[t]`` shaped ``[B, 1, ...]`` to broadcast against ``like``, in its dtype (``values`` is
+    already on ``like``'s device, see :meth:`Diffusion.table`)."""
+    return values[t.to(like.device)].to(like.dtype).view(-1, *[1] * (like.ndim - 1))
+
+
+def denoiser_device(denoiser: Denoiser, condition: torch.Tensor | None = None) -> torch.device:
+    """Where a denoiser runs: a module's parameters' device, else the condition's, else the CPU."""
+    params = denoiser.parameters() if isinstance(denoiser, nn.Module) else iter(())
+    first = next(params, None)
+    if first is not None:
+        return first.device
+    return condition.device if condition is not None else torch.device("cpu")
 
 
 class Diffusion:
@@ -99,7 +110,19 @@ class Diffusion:
         self.betas = betas(cfg)
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)
         self.alpha_bar_prev = torch.cat([self.alpha_bar.new_ones(1), self.alpha_bar[:-1]])
-        self.sqrt_ab, self.sqrt_1m_ab = self.alpha_bar.sqrt(), (1 - self.alpha_bar).sqrt()
+        self._tables: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def table(self, name: str, device: torch.device) -> torch.Tensor:
+        """A float32 copy of the float64 schedule ``name`` ("sqrt_ab" or "sqrt_1m_ab") on ``device``,
+        made once (MPS has no float64, and a copy per call would wait on the device each time)."""
+        key = (name, torch.device(device))
+        if key not in self._tables:
+            values = self.alpha_bar.sqrt() if name == "sqrt_ab" else (1 - self.alpha_bar).sqrt()
+            self._tables[key] = values.float().to(device)
+        return self._tables[key]
+
+    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return _at(self.table(name, like.device), t, like)
 
     @property
     def timesteps(self) -> int:
@@ -109,23 +132,23 @@ class Diffusion:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(ab[t]) x0 + sqrt(1 - ab[t]) noise`` for ``x0, noise [B, ...]`` and ``t [B]``."""
-        return _at(self.sqrt_ab, t, x0) * x0 + _at(self.sqrt_1m_ab, t, x0) * noise
+        return self._at("sqrt_ab", t, x0) * x0 + self._at("sqrt_1m_ab", t, x0) * noise
 
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return (x_t - _at(self.sqrt_1m_ab, t, x_t) * eps) / _at(self.sqrt_ab, t, x_t)
+        return (x_t - self._at("sqrt_1m_ab", t, x_t) * eps) / self._at("sqrt_ab", t, x_t)
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return (x_t - _at(self.sqrt_ab, t, x_t) * x0) / _at(self.sqrt_1m_ab, t, x_t)
+        return (x_t - self._at("sqrt_ab", t, x_t) * x0) / self._at("sqrt_1m_ab", t, x_t)
 
     def v_from(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """The velocity ``sqrt(ab) eps - sqrt(1 - ab) x0``."""
-        return _at(self.sqrt_ab, t, x0) * eps - _at(self.sqrt_1m_ab, t, x0) * x0
+        return self._at("sqrt_ab", t, x0) * eps - self._at("sqrt_1m_ab", t, x0) * x0
 
     def x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return _at(self.sqrt_ab, t, x_t) * x_t - _at(self.sqrt_1m_ab, t, x_t) * v
+        return self._at("sqrt_ab", t, x_t) * x_t - self._at("sqrt_1m_ab", t, x_t) * v
 
     def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return _at(self.sqrt_1m_ab, t, x_t) * x_t + _at(self.sqrt_ab, t, x_t) * v
+        return self._at("sqrt_1m_ab", t, x_t) * x_t + self._at("sqrt_ab", t, x_t) * v
 
     def predict(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip: float | None = None):
         """A denoiser ``output`` (eps or v) -> ``(x0, eps)``; x0 clamped to ``[-clip, clip]`` (default
@@ -154,7 +177,7 @@ class Diffusion:
         target = noise if self.config.objective == "eps" else self.v_from(x0, t, noise)
         output = denoiser(x_t, t, condition=condition).float()
         x0_hat, _ = self.predict(output.detach(), x_t.float(), t)
-        return F.mse_loss(output, target.float()), {"x0_mse": float(F.mse_loss(x0_hat, x0.float()))}
+        return F.mse_loss(output, target.float()), {"x0_mse": F.mse_loss(x0_hat, x0.float()).detach()}
 
     def __call__(self, model: Denoiser, batch: dict[str, torch.Tensor]):
         """Training loss on ``batch["x0"]`` (and optional ``batch["condition"]``): ``(loss, metrics)``."""
@@ -194,7 +217,9 @@ class Diffusion:
                sampler: str | None = None, steps: int | None = None, eta: float | None = None,
                generator: torch.Generator | None = None, device: torch.device | str | None = None,
                trajectory: bool = False):
-        """Draw ``x0 [shape]`` by denoising pure noise; noise comes from ``generator`` (CPU) only.
+        """Draw ``x0 [shape]`` by denoising pure noise on ``device`` (default: the denoiser's; the
+        ``condition`` is moved there); noise comes from ``generator`` (CPU) only, so a seed draws
+        the same noise on every device.
 
         ``sampler`` "ddpm" (all T steps) or "ddim" (``steps`` steps, noise scale ``eta``); defaults
         from the config. With ``trajectory`` returns ``(x0, [{"t", "x_t", "x0"}, ...])``: the state
@@ -202,7 +227,8 @@ class Diffusion:
         """
         cfg = self.config
         sampler, eta = sampler or cfg.sampler, cfg.eta if eta is None else eta
-        device = torch.device(device) if device is not None else (condition.device if condition is not None else "cpu")
+        device = torch.device(device) if device is not None else denoiser_device(denoiser, condition)
+        condition = condition.to(device) if condition is not None else None
 
         def noise() -> torch.Tensor:
             return torch.randn(tuple(shape), generator=generator).to(device)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.diffusion.core import Diffusion
+from ftlib.diffusion.core import Diffusion, denoiser_device
 from ftlib.errors import ConfigError
 
 EPS = 1e-8
@@ -89,13 +89,15 @@ class SeparationDiffusion:
     @torch.no_grad()
     def sample(self, denoiser: nn.Module, mixture: torch.Tensor, sampler: str | None = None, steps: int | None = None,
                eta: float | None = None, seed: int = 0, trajectory: bool = False):
-        """Instrumental mask ``[B, C, F, T]`` for ``mixture [B, C, F, T]``, sampled with ``seed``; with
-        ``trajectory``: ``(mask, history)`` as :meth:`Diffusion.sample` gives it."""
+        """Instrumental mask ``[B, C, F, T]`` for ``mixture [B, C, F, T]``, sampled with ``seed`` on the
+        denoiser's device and returned on the mixture's; with ``trajectory``: ``(mask, history)`` as
+        :meth:`Diffusion.sample` gives it."""
         generator = torch.Generator().manual_seed(seed)
+        source, mixture = mixture.device, mixture.to(denoiser_device(denoiser, mixture))
         out = self.diffusion.sample(denoiser, mixture.shape, self.condition(mixture), sampler, steps, eta,
                                     generator, mixture.device, trajectory)
         x0, history = out if trajectory else (out, None)
-        mask = self.mask(mixture, x0)
+        mask = self.mask(mixture, x0).to(source)
         return (mask, history) if trajectory else mask
 
 

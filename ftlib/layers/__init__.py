@@ -1,5 +1,5 @@
 """Shared building blocks. Axis legend: b batch, c channels (feature maps), f frequency bins, t frames."""
-from ftlib.layers.attention import MultichannelMultiheadAttention, fused_attention, heads_for
+from ftlib.layers.attention import MultichannelMultiheadAttention, fused_attention, heads_for, residual_links
 from ftlib.layers.conv import FrameDecoder, FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm, MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
@@ -8,5 +8,5 @@ from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, Squared
 __all__ = [
     "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerBlock",
     "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "SquaredReLU",
-    "TimestepEmbedding", "fused_attention", "heads_for",
+    "TimestepEmbedding", "fused_attention", "heads_for", "residual_links",
 ]

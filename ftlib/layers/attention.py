@@ -6,12 +6,19 @@ Optional convolutions around the q/k/v projections: ``"primer"`` (a depthwise 1 
 over frames after each projection, So et al. 2021) or ``"kxk"`` (a k x k convolution before each
 projection).
 With residual attention (He et al. 2020, RealFormer) the pre-softmax scores of one block are
-added to the next block's; that needs the explicit path. Otherwise the fused
-``scaled_dot_product_attention`` kernel runs.
+added to the next block's; that needs the explicit path, which computes and carries the scores in
+float32 (under autocast too: half-precision logits lose resolution, and fp16 ones overflow).
+Otherwise the fused ``scaled_dot_product_attention`` kernel runs.
+
+Memory of the explicit path: every layer keeps its ``[B, C, H, T, Tm]`` attention weights for the
+backward pass, in float32 plus a copy in the activations' dtype (6 bytes per score with bf16 or
+fp16 activations, 8 in float32); :func:`ftlib.models.inspect.score_memory` adds them up for a model.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,27 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     """
     return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),
                                           dropout_p=dropout, scale=scale)
+
+
+def autocast_available(device_type: str) -> bool:
+    """Whether ``torch.autocast`` supports ``device_type`` in this torch build (not the meta device)."""
+    check = getattr(torch.amp, "is_autocast_available", None)
+    return bool(check(device_type)) if check is not None else device_type in ("cpu", "cuda")
+
+
+def float32_scope(device_type: str):
+    """A context in which autocast is off on ``device_type`` (scores are computed in float32)."""
+    return torch.autocast(device_type, enabled=False) if autocast_available(device_type) else contextlib.nullcontext()
+
+
+def residual_links(enabled: bool, signatures: Sequence[Hashable]) -> tuple[list[bool], list[bool]]:
+    """Which layers of a residual-attention chain take the previous layer's scores and which must
+    return theirs, for layers run in this order whose score shapes are described by ``signatures``
+    (e.g. ``(channels, heads, frames)``): scores flow between neighbours of equal signature only, so
+    a layer whose neighbours differ from it runs the fused kernel. Returns ``(receives, returns)``."""
+    n = len(signatures)
+    same = [enabled and signatures[i] == signatures[i + 1] for i in range(n - 1)]
+    return [False, *same], [*same, False]
 
 
 def heads_for(features: int, num_heads: int, min_head_dim: int = 16) -> int:
@@ -65,7 +93,7 @@ class MultichannelMultiheadAttention(nn.Module):
         super().__init__()
         if features % num_heads:
             raise ValueError(f"features={features} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
+        self.channels, self.num_heads = channels, num_heads
         self.head_dim = features // num_heads
         self.scale = 1 / math.sqrt(self.head_dim if scale == "head" else features)
         self.dropout = dropout
@@ -85,6 +113,10 @@ class MultichannelMultiheadAttention(nn.Module):
         self.force_explicit = False  # for tests and benchmarks: skip the fused kernel
         self.capture = False
         self.weights: torch.Tensor | None = None
+
+    def accepts(self, scores: torch.Tensor | None) -> bool:
+        """Whether ``scores`` (a previous layer's, ``[B, C, H, T, Tm]``) fit this layer's shape."""
+        return scores is not None and tuple(scores.shape[1:3]) == (self.channels, self.num_heads)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return rearrange(x, "b c (h d) t -> b c h t d", h=self.num_heads)
@@ -109,13 +141,14 @@ class MultichannelMultiheadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         scores = None
         if prev_scores is not None or return_scores or self.force_explicit or self.capture:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
-            if prev_scores is not None:
-                scores = scores + prev_scores
-            weights = scores.softmax(dim=-1)
+            with float32_scope(q.device.type):
+                scores = torch.matmul(q.float() * self.scale, k.float().transpose(-1, -2))
+                if prev_scores is not None:
+                    scores = scores + prev_scores
+                weights = scores.softmax(dim=-1)
             if self.capture:
                 self.weights = weights.detach()
-            out = torch.matmul(F.dropout(weights, dropout, self.training), v)
+            out = torch.matmul(F.dropout(weights, dropout, self.training).to(v.dtype), v)
         else:
             b, c = q.shape[:2]
             out = fused_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), self.scale,

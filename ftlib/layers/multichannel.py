@@ -46,8 +46,12 @@ class MultichannelLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mix is not None:
             x = mix_channels(self.mix, x)
-        x = torch.matmul(self.weight, x)  # [C, Fo, Fi] @ [B, C, Fi, T] -> [B, C, Fo, T]
-        return x if self.bias is None else x + self.bias
+        # one GEMM per channel over all B * T frames; torch.matmul would broadcast (copy) the weight
+        # once per batch item and keep the copies for the backward pass
+        x = torch.einsum("cof,bcft->bcot", self.weight, x)
+        # the bias in the activation's dtype: under autocast a float32 bias would promote every
+        # output (q, k, v, feed-forward hidden, the residual stream) back to float32
+        return x if self.bias is None else x + self.bias.to(x.dtype)
 
 
 class MultichannelLayerNorm(nn.Module):

@@ -30,6 +30,7 @@ from torch import nn
 from ftlib.config import Config
 from ftlib.layers import (ChannelMix, FeedForward, FrameDecoder, FrameEncoder, MultichannelLayerNorm,
                           MultichannelLinear, MultichannelMultiheadAttention, SquaredReLU, heads_for)
+from ftlib.layers.attention import float32_scope
 from ftlib.layers.convolutional import ConvolutionalEmbedding, ConvolutionalTransformerEncoder, FrameConv
 from ftlib.layers.transformer import ACTIVATIONS
 from ftlib.models import register
@@ -118,10 +119,8 @@ class AsymUNetMCTConfig(Config):
 # ------------------------------------------------------------------------------ evolved blocks
 
 def _fits(scores: torch.Tensor | None, attn: MultichannelMultiheadAttention) -> torch.Tensor | None:
-    """``scores`` if their (maps, heads) match ``attn``'s, else None (heads adapt per level)."""
-    if scores is None or tuple(scores.shape[1:3]) != (attn.q.weight.shape[0], attn.num_heads):
-        return None
-    return scores
+    """``scores`` if ``attn`` accepts their shape, else None (heads adapt per level)."""
+    return scores if attn.accepts(scores) else None
 
 
 class ScoreGate(nn.Module):
@@ -134,8 +133,9 @@ class ScoreGate(nn.Module):
                                  nn.Conv3d(hidden, 1, 1), nn.Sigmoid())
 
     def forward(self, chain: torch.Tensor, encoder: torch.Tensor) -> torch.Tensor:
-        g = self.net(torch.stack([chain, encoder], dim=1).flatten(2, 3)).view_as(chain)
-        return encoder + g * (chain - encoder)
+        with float32_scope(chain.device.type):  # scores stay float32 (see ftlib.layers.attention)
+            g = self.net(torch.stack([chain, encoder], dim=1).float().flatten(2, 3)).view_as(chain)
+            return encoder + g * (chain - encoder)
 
 
 class _EvolvedBase(nn.Module):
@@ -280,6 +280,8 @@ class AsymUNetMCT(nn.Module):
         self.out = ChannelMix(in_ch, cfg.in_channels)
         if cfg.activity_head:
             self.activity = nn.Sequential(ChannelMix(in_ch, 1), MultichannelLinear(1, 1, cfg.num_bins, 4))
+        # the separation losses use the mask only: DDP must not wait for the activity head's gradients
+        self.find_unused_parameters = cfg.activity_head
 
     def forward(self, x: torch.Tensor):
         """``x [B, C, F, T]`` magnitude -> mask ``[B, C, F, T]`` in [0, 1], or ``(mask, activity [B, 4, T])``."""

@@ -34,7 +34,7 @@ from torch import nn
 
 from ftlib.config import Config
 from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
-                          TimestepEmbedding)
+                          TimestepEmbedding, residual_links)
 from ftlib.models import register
 
 
@@ -65,7 +65,8 @@ class FrameTransformerConfig(Config):
         qkv_conv: "none", "primer" (depthwise 1 x k after q/k/v, v4) or "kxk" (k x k before, v8).
         qkv_kernel: kernel size of that convolution.
         residual_attention: add each block's pre-softmax scores to the next one's (RealFormer) while
-            shapes match; disables the fused attention kernel.
+            shapes match; blocks in such a chain run the explicit attention path (see
+            :mod:`ftlib.layers.attention` for its memory).
         transformer_from_level: levels below this one get no transformer blocks (the full-resolution
             levels are the most expensive).
         blocks_per_level: densely connected blocks per level (each sees the maps of the ones before).
@@ -210,15 +211,17 @@ class FrameTransformer(nn.Module):
         # where training stalls at a mask of all ones
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
         self.out = ChannelMix(in_ch, cfg.in_channels)
+        order = ([self.input_tf] if self.input_tf is not None else []) + \
+            [tf for stack_ in (*self.encoder_tfs, *self.decoder_tfs) for tf in stack_]
+        self._receives, self._returns = residual_links(
+            cfg.residual_attention, [(tf.attn.channels, tf.attn.num_heads) for tf in order])
 
-    def _run(self, block: FrameTransformerBlock, x: torch.Tensor, memories: list, scores: torch.Tensor | None,
-             time: torch.Tensor | None):
-        """Run a block, continuing the residual-score chain while the score shapes match."""
-        residual = self.config.residual_attention
-        expected = (block.attn.q.weight.shape[0], block.attn.num_heads)
-        prev = scores if residual and scores is not None and tuple(scores.shape[1:3]) == expected else None
-        h, new = block(x, memories, prev_scores=prev, return_scores=residual, time=time)
-        return torch.cat([x, h], dim=1), (new if residual else None)
+    def _run(self, index: int, block: FrameTransformerBlock, x: torch.Tensor, memories: list,
+             scores: torch.Tensor | None, time: torch.Tensor | None):
+        """Run the ``index``-th block (in execution order), continuing the residual-score chain."""
+        prev = scores if self._receives[index] else None
+        h, new = block(x, memories, prev_scores=prev, return_scores=self._returns[index], time=time)
+        return torch.cat([x, h], dim=1), new
 
     def _inputs(self, x: torch.Tensor, t: torch.Tensor | None, condition: torch.Tensor | None):
         """Check the optional inputs against the config: ``(x with the condition concatenated, time vector)``."""
@@ -251,20 +254,23 @@ class FrameTransformer(nn.Module):
         def memories(level: int, *skip: torch.Tensor) -> list:
             return [*skip, sources[level]] if sources else [*skip]
 
-        scores, skips = None, []
+        scores, skips, index = None, [], 0
         if self.input_tf is not None:
-            x, scores = self._run(self.input_tf, x, memories(0), scores, time)
+            x, scores = self._run(index, self.input_tf, x, memories(0), scores, time)
+            index += 1
         for i, (encoder, tfs) in enumerate(zip(self.encoders, self.encoder_tfs)):
             x = encoder(x)
             for tf in tfs:
-                x, scores = self._run(tf, x, memories(i), scores, time)
+                x, scores = self._run(index, tf, x, memories(i), scores, time)
+                index += 1
             skips.append(x)
         for j, (decoder, tfs) in enumerate(zip(self.decoders, self.decoder_tfs)):
             level = cfg.levels - 2 - j
             x = decoder(x, skips[level])
             skip = (skips[level],) if cfg.decoder_attention == "skip" else ()
             for tf in tfs:
-                x, scores = self._run(tf, x, memories(level, *skip), scores, time)
+                x, scores = self._run(index, tf, x, memories(level, *skip), scores, time)
+                index += 1
         out = self.out(self.out_norm(x))
         return torch.sigmoid(out) if cfg.output == "mask" else out
 

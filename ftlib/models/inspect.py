@@ -1,4 +1,5 @@
-"""Looking inside models: parameter counts of every preset and the attention maps of a forward pass."""
+"""Looking inside models: parameter counts of every preset, the attention maps of a forward pass and
+the memory the explicit (residual-attention) path needs for its score maps."""
 from __future__ import annotations
 
 import torch
@@ -43,3 +44,32 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]
         for layer in layers.values():
             layer.capture, layer.weights = False, None
         model.train(was_training)
+
+
+def score_memory(name: str, preset: str = "default", batch_size: int = 8, frames: int = 1024,
+                 bytes_per_score: int = 6, **overrides) -> int:
+    """Bytes that the attention layers running the explicit path (residual attention chains) keep
+    for the backward pass in one training step of ``batch_size`` crops of ``frames`` frames: every
+    such layer holds its ``[B, C, H, T, Tm]`` attention weights, ``bytes_per_score`` per score (6 with
+    bf16/fp16 activations: float32 weights and a half-precision copy; 4 in float32). Layers on the
+    fused kernel keep no score maps. Computed on the meta device: nothing is allocated."""
+    config_cls, module_cls = lookup(name)
+    with torch.device("meta"):
+        model = module_cls(config_cls.preset(preset, **overrides)).train()
+        scores = []
+
+        def hook(layer, args, kwargs, output):
+            x, memory = args[0], kwargs.get("memory")
+            explicit = kwargs.get("prev_scores") is not None or kwargs.get("return_scores") or layer.force_explicit
+            if explicit:
+                frames_in = x.shape[-1] if memory is None else memory.shape[-1]
+                scores.append(x.shape[0] * layer.channels * layer.num_heads * x.shape[-1] * frames_in)
+
+        layers = [m for m in model.modules() if isinstance(m, MultichannelMultiheadAttention)]
+        handles = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
+        try:
+            model(torch.empty(batch_size, model.config.in_channels, model.config.num_bins, frames))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return sum(scores) * bytes_per_score

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm
+from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
+                          residual_links)
 from ftlib.models import register
 from ftlib.models.frame_transformer import per_level
 
@@ -37,7 +38,9 @@ class TemporalUNetConfig(Config):
             CPU leaves the fused kernel for PyTorch's math path (CUDA kernels support dropout).
         rotary: rotary position embedding.
         attention_scale: "head" or "features".
-        residual_attention: RealFormer scores passed between blocks of equal shape.
+        residual_attention: RealFormer scores passed between consecutive blocks of equal shape. Every
+            level here has its own frame count, so no two consecutive blocks match and every block
+            keeps the fused kernel: the option changes nothing in this family.
     """
 
     in_channels: int = 2
@@ -101,18 +104,21 @@ class TemporalUNet(nn.Module):
             in_ch = widths[i] + maps[i]
         self.out_norm = MultichannelLayerNorm(in_ch, f)
         self.out = ChannelMix(in_ch, cfg.in_channels)
+        # scores pass between blocks of equal shape, frame count (level) included
+        order = [*range(levels), *reversed(range(levels - 1))]
+        self._receives, self._returns = residual_links(
+            cfg.residual_attention, [(tf.attn.channels, tf.attn.num_heads, level)
+                                     for tf, level in zip([*self.encoder_tfs, *self.decoder_tfs], order)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
-        residual = self.config.residual_attention
-        scores, skips = None, []
+        scores, skips, index = None, [], 0
 
         def run(block, x, memories=()):
-            nonlocal scores
-            prev = scores if residual and scores is not None and scores.shape[-1] == x.shape[-1] and \
-                scores.shape[1:3] == (block.attn.q.weight.shape[0], block.attn.num_heads) else None
-            h, new = block(x, memories, prev_scores=prev, return_scores=residual)
-            scores = new
+            nonlocal scores, index
+            prev = scores if self._receives[index] else None
+            h, scores = block(x, memories, prev_scores=prev, return_scores=self._returns[index])
+            index += 1
             return torch.cat([x, h], dim=1)
 
         for encoder, tf in zip(self.encoders, self.encoder_tfs):

@@ -82,7 +82,7 @@ class AdversarialSeparation(nn.Module):
             real = _gan_loss(self.discriminator(mixture, target), True, cfg.objective)
             fake = _gan_loss(self.discriminator(mixture, estimate), False, cfg.objective)
             loss = 0.5 * (real + fake)
-            return loss, {"d_real": float(real.detach()), "d_fake": float(fake.detach())}
+            return loss, {"d_real": real.detach(), "d_fake": fake.detach()}
         if phase != "generator":
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         estimate = first(self.generator(mixture)) * mixture
@@ -90,7 +90,7 @@ class AdversarialSeparation(nn.Module):
         adversarial = _gan_loss(functional_call(self.discriminator, frozen, (mixture, estimate)), True, cfg.objective)
         l1 = F.l1_loss(estimate.float(), target.float())
         loss = cfg.l1_weight * l1 + cfg.adversarial_weight * adversarial
-        return loss, {"g_adversarial": float(adversarial.detach()), "g_l1": float(l1.detach())}
+        return loss, {"g_adversarial": adversarial.detach(), "g_l1": l1.detach()}
 
 
 class AdversarialLoss:

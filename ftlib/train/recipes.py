@@ -198,8 +198,9 @@ def run(config: RecipeConfig, run_dir: str | Path, stop_after: int | None = None
     """Train the recipe into ``run_dir`` (resuming it if it holds checkpoints); returns the trained
     separation model. Writes ``recipe.json`` and, for separation recipes, ``context_length.json``."""
     run_dir = Path(run_dir)
-    state = process_state()
-    with state.main_process_first():  # one process generates data and fills the cache, the others reuse it
+    train = config.train_config()
+    state = process_state(train.timeout_minutes, cpu=train.device == "cpu" or None)
+    with state.local_main_process_first():  # one process per node fills its cache, the others reuse it
         root = dataset_root(config)
         train_data, valid_data = build_data(config, root, spectrogram_cache(config))
     if state.is_main_process:
