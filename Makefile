@@ -1,4 +1,5 @@
-# Two entry points: `make quickstart` (install + run the quickstart notebook) and `make test`.
+# Two entry points: `make quickstart` (install + run the quickstart notebook) and `make test` (everything,
+# what CI runs); `make test-fast` is the edit loop (no notebooks, browser or multi-process runs).
 # CPU machines use constraints/cpu.txt (keeps torch on the CPU wheel); with your own CUDA build of
 # torch installed, run `make install CONSTRAINTS=` to leave it alone.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install quickstart test browser
+.PHONY: install quickstart test test-fast browser gpu-check
 
 install: $(BIN)/.installed
 
@@ -24,6 +25,13 @@ quickstart: install
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not notebooks and not slow and not browser" $(PYTEST_ARGS)
+
+# the GPU acceptance script (one CUDA GPU; DDP checks with two or more): PASS/FAIL rows and a table of figures
+gpu-check: install
+	PY=$(BIN)/python bash bench/gpu_check.sh
 
 # tests/test_browser.py drives Debian's Chromium through playwright (which never downloads a browser)
 browser:

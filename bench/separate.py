@@ -52,7 +52,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from ftlib import audio, models
-    from ftlib.separate import Separator
+    from ftlib.separation import Separator
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from ftlib.atomic import replacing
 from ftlib.config import Config
 from ftlib.errors import AudioError
 
@@ -82,15 +81,8 @@ def save(path: str | Path, audio: np.ndarray | torch.Tensor, sample_rate: int = 
     subtype = subtype or ("FLOAT" if fmt == "wav" else "PCM_24")
     if subtype.startswith("PCM"):
         audio = np.clip(audio, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=f".{fmt}", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         sf.write(tmp, audio.T, sample_rate, subtype=subtype, format=fmt.upper())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

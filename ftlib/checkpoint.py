@@ -13,9 +13,6 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ftlib.atomic import replacing
 from ftlib.errors import CheckpointError
 
 FORMAT = 1
@@ -77,8 +75,7 @@ def save(model: nn.Module, path: str | Path, **state: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"model": model.model_name, "config": model.config.to_dict(), "format": FORMAT}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
+    with replacing(path, folder=True) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, tmp / "model.safetensors", metadata={"ftlib": json.dumps(header)})
         (tmp / "config.json").write_text(json.dumps(header, indent=2) + "\n")
@@ -87,16 +84,6 @@ def save(model: nn.Module, path: str | Path, **state: Any) -> Path:
             skeleton = _flatten(state, tensors)
             save_file(tensors, tmp / "state.safetensors")
             (tmp / "state.json").write_text(json.dumps(skeleton) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The ``ftlib`` console script: ``run``, ``runs``, ``separate`` and ``evaluate`` sub-commands."""
+"""The ``ftlib`` console script: ``train``, ``run``, ``runs``, ``separate`` and ``evaluate``."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,56 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def parse_set(pairs: list[str]) -> dict:
+    """``["train.steps=10", "seed=3"]`` -> ``{"train": {"steps": 10}, "seed": 3}``; values parse as JSON
+    when they can (numbers, booleans, lists, objects), else stay strings."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise FtlibError(f"--set {pair!r}: expected NAME=VALUE (e.g. train.steps=100)")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return out
+
+
 # ------------------------------------------------------------------------------- sub-commands
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a recipe into a run folder (resuming it), evaluate it and write ``metrics.json``."""
+    import os
+
+    from ftlib import recipes
+    from ftlib.config import merge
+
+    if args.list:
+        for name, module in recipes.RECIPES.items():
+            summary = module.__doc__.strip().split("\n")[0]
+            print(f"{name:<22}presets: {', '.join(recipes.presets(name))}\n{'':<22}{summary}")
+        return 0
+    module = recipes.get(args.recipe)
+    values = runs.read_parameters(args.config) if args.config else {}
+    if args.data_root is not None:
+        values = merge(values, {"data": {"root": args.data_root}})
+    config = module.Config.preset(args.preset, **merge(values, parse_set(args.set)))
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FtlibError("with several processes, name the run folder with --run-dir (all processes share it)")
+    else:
+        run_dir = runs.new_run_dir(args.recipe, args.tag)
+    print(f"{module.NAME} ({args.preset}) -> {run_dir}", file=sys.stderr)
+    recipes.run(config, run_dir, stop_after=args.stop_after)
+    print(run_dir)
+    return 0
+
 
 @contextlib.contextmanager
 def _papermill_log():
@@ -117,7 +166,7 @@ def _numbers(kind: type) -> Callable[[str], list]:
 
 def _separator(args: argparse.Namespace):
     """The Separator (one checkpoint or an ensemble) with the options given on the command line."""
-    from ftlib.separate import Separator
+    from ftlib.separation import Separator
 
     options = {k: getattr(args, k) for k in SEPARATOR_OPTIONS if getattr(args, k, None) not in (None, False)}
     return Separator.from_checkpoint(args.model if len(args.model) > 1 else args.model[0], **options)
@@ -125,9 +174,9 @@ def _separator(args: argparse.Namespace):
 
 def cmd_separate(args: argparse.Namespace) -> int:
     """Separate every input (files, folders, playlists); bad inputs are reported and skipped."""
-    from ftlib import batch
+    from ftlib.separation import separate_all
 
-    report = batch.separate_all(_separator(args), args.inputs, args.output, fmt=args.format, vocals=not args.no_vocals,
+    report = separate_all(_separator(args), args.inputs, args.output, fmt=args.format, vocals=not args.no_vocals,
                                 bit_depth=args.bit_depth, model_names=args.model_names, overwrite=args.overwrite,
                                 progress=not args.quiet)
     print(f"{len(report.done)} separated or copied, {len(report.skipped)} already done, {len(report.failed)} failed",
@@ -182,6 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftlib", description="Frame transformers for music source separation.")
     parser.add_argument("--version", action="version", version=f"ftlib {ftlib.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe into a run folder (resumed when it holds checkpoints)",
+                       description="Train a recipe (see --list) with a preset, a config file and overrides, in "
+                                   "this order; under torchrun or accelerate launch every process runs this command.")
+    p.add_argument("recipe", nargs="?", default="separation", help="recipe name (default: separation)")
+    p.add_argument("--list", action="store_true", help="list the recipes and their presets")
+    p.add_argument("--preset", default="default", help="recipe preset, e.g. tiny, cpu or gpu (default: the defaults)")
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON file of config fields (nested sections as mappings)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (sets data.root)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, dotted for sections: train.steps=2000, model.preset=small")
+    p.add_argument("--run-dir", metavar="RUN", help="run folder (resumed when it holds checkpoints); default: a "
+                                                    "new one under runs/ (one process only)")
+    p.add_argument("--tag", default="", help="suffix of a new run folder's name")
+    p.add_argument("--stop-after", type=int, metavar="STEPS",
+                   help="stop (with a checkpoint) after this many more steps; run again to go on")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="execute a notebook headless into a new run folder")
     p.add_argument("notebook", help="path to the .ipynb notebook")

@@ -15,18 +15,14 @@ Three metrics, for vocals and instrumental:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ftlib import audio
-from ftlib.batch import STEM_NAMES
 from ftlib.data.sources import scan_songs
 from ftlib.errors import DataError
-
-if TYPE_CHECKING:
-    from ftlib.separate import Separator
+from ftlib.separation import STEM_NAMES, Separator
 
 STEMS = ("vocals", "instrumental")
 METRICS = {"sdr": "SDR", "csdr": "cSDR", "sisdr": "SI-SDR"}
@@ -134,19 +130,21 @@ def _read_estimates(folder: Path, name: str, mixture: np.ndarray, sample_rate: i
     return {"instrumental": instrumental, "vocals": vocals}
 
 
-def evaluate_folder(folder: str | Path, estimates: str | Path | None = None, separator: "Separator | None" = None,
-                    sample_rate: int = 44100, progress: bool = False) -> list[dict]:
+def evaluate_folder(folder: str | Path, estimates: str | Path | None = None, separator: Separator | None = None,
+                    sample_rate: int = 44100, progress: bool = False, limit: int = 0) -> list[dict]:
     """Score every ``folder/<song>/{mixture,vocals[,instrumental]}`` (MUSDB18-HQ layout; the
     instrumental is mixture - vocals when absent).
 
     Estimates come from ``estimates/<song>_{Instruments,Vocals}[_<models>].<ext>`` (vocals =
-    mixture - instrumental when absent) or from running ``separator`` on each mixture. Returns one
-    row per song followed by the ``"summary"`` row (:func:`summary_row`).
+    mixture - instrumental when absent) or from running ``separator`` on each mixture; ``limit``
+    keeps the first songs only (0: all). Returns one row per song followed by the ``"summary"``
+    row (:func:`summary_row`).
     """
     if (estimates is None) == (separator is None):
         raise ValueError("give exactly one of estimates= and separator=")
     rows = []
-    for song in tqdm(scan_songs(folder, stems=("mixture", "vocals")), desc="songs", disable=not progress):
+    songs = scan_songs(folder, stems=("mixture", "vocals"))
+    for song in tqdm(songs[:limit] if limit else songs, desc="songs", disable=not progress):
         mixture, truth = _load_truth(song, sample_rate)
         if separator is not None:
             est = separator.separate(mixture, progress=progress)

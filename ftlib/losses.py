@@ -1,41 +1,41 @@
-"""Training losses. A training loss takes ``(model, batch)`` and returns ``(loss, metrics)``.
+"""Losses. A training loss takes ``(model, batch)`` and returns ``(loss, metrics)``; the terms it
+combines are free functions of tensors.
 
-Batches hold magnitudes without the Nyquist bin, ``[B, C, F, T]``: ``mixture`` (the model input)
-and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The multi-resolution STFT term
-of :class:`SeparationLoss` also needs the mixture's ``phase`` ``[B, C, F, T]`` (voxaug's
-``return_phase``) to turn magnitudes back into waveforms.
+Separation batches hold magnitudes without the Nyquist bin, ``[B, C, F, T]``: ``mixture`` (the
+model input) and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The multi-resolution
+STFT term of :class:`SeparationLoss` also needs the mixture's ``phase`` ``[B, C, F, T]`` (voxaug's
+``return_phase``) to turn magnitudes back into waveforms. Mel-expansion terms compare log-mels
+``[B, 1, M, T]`` over each item's real frames (``frame_mask``).
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ftlib.config import Config
-
-
-def first(output):
-    """A model's mask: the output itself, or the first item of a tuple output."""
-    return output[0] if isinstance(output, (tuple, list)) else output
+from ftlib.mel import MelConfig, mel_filterbank
+from ftlib.models import mask_of
 
 
 def separation_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """L1 between ``mask * mixture`` and the target magnitude (all ``[B, C, F, T]``)."""
     mixture, target = batch["mixture"], batch["target"]
-    estimate = first(model(mixture)) * mixture
+    estimate = mask_of(model(mixture)) * mixture
     return F.l1_loss(estimate.float(), target.float()), {}
 
 
-def masked_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def pretraining_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Masked pretraining: L1 of ``mask * input`` against the clean magnitude on masked frames only.
 
     ``batch["token_mask"]`` is bool ``[B, T]``; unmasked frames do not count at all (the model could
     copy them), so the loss is the mean over the ``C * F`` values of every masked frame.
     """
     mixture, target, frames = batch["mixture"], batch["target"], batch["token_mask"]
-    estimate = first(model(mixture)) * mixture
+    estimate = mask_of(model(mixture)) * mixture
     error = (estimate.float() - target.float()).abs().mean(dim=(1, 2))  # [B, T]
     weight = frames.float()
     loss = (error * weight).sum() / weight.sum().clamp_min(1.0)
@@ -44,15 +44,6 @@ def masked_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
 
 # ------------------------------------------------------------------------------ spectral terms
-
-def mel_filterbank(num_bins: int, num_mels: int, sample_rate: int) -> torch.Tensor:
-    """Slaney mel filterbank ``[num_mels, num_bins]`` for a magnitude whose Nyquist bin was dropped."""
-    import librosa
-
-    n_fft = 2 * num_bins
-    bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels)  # [M, num_bins + 1]
-    return torch.from_numpy(bank[:, :num_bins]).float()
-
 
 def multi_resolution_l1(estimate: torch.Tensor, target: torch.Tensor, scales: tuple[int, ...]) -> torch.Tensor:
     """Mean over ``scales`` of spectral convergence + log-magnitude L1 on ``[B, C, F, T]`` magnitudes
@@ -94,7 +85,7 @@ class SeparationLossConfig(Config):
     """Args:
         l1: weight of the L1 on ``mask * mixture`` vs target (linear magnitude).
         mel: weight of an L1 on mel-scale magnitudes (more weight on low frequencies, like hearing).
-        num_mels: mel bands of the mel term.
+        n_mels: mel bands of the mel term.
         sample_rate: sample rate of the audio behind the spectrogram (mel band edges).
         multi_resolution: weight of the multi-resolution spectral term (spectral convergence + log
             magnitude L1 at several pooled resolutions).
@@ -109,7 +100,7 @@ class SeparationLossConfig(Config):
 
     l1: float = 1.0
     mel: float = 0.0
-    num_mels: int = 128
+    n_mels: int = 128
     sample_rate: int = 44100
     multi_resolution: float = 0.0
     scales: tuple[int, ...] = (1, 2, 4, 8)
@@ -126,7 +117,7 @@ class SeparationLossConfig(Config):
         self.require(sum(weights) > 0, "at least one loss weight must be > 0")
         self.require(all(len(r) == 2 and min(r) >= 1 for r in self.stft_resolutions),
                      "stft_resolutions must be (n_fft, hop) pairs")
-        self.require(self.num_mels >= 1 and all(s >= 1 for s in self.scales), "num_mels and scales must be >= 1")
+        self.require(self.n_mels >= 1 and all(s >= 1 for s in self.scales), "n_mels and scales must be >= 1")
 
 
 class SeparationLoss:
@@ -142,7 +133,10 @@ class SeparationLoss:
     def _bank(self, num_bins: int, device: torch.device) -> torch.Tensor:
         key = (num_bins, str(device))
         if key not in self._banks:
-            self._banks[key] = mel_filterbank(num_bins, self.config.num_mels, self.config.sample_rate).to(device)
+            n_fft = 2 * num_bins  # the Nyquist bin was dropped: leave out its filter column
+            bank = mel_filterbank(MelConfig(sample_rate=self.config.sample_rate, n_fft=n_fft, hop_length=n_fft // 4,
+                                            n_mels=self.config.n_mels))
+            self._banks[key] = bank[:, :num_bins].to(device)
         return self._banks[key]
 
     def terms(self, estimate: torch.Tensor, target: torch.Tensor, phase: torch.Tensor | None = None
@@ -167,7 +161,44 @@ class SeparationLoss:
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         mixture, target = batch["mixture"], batch["target"].float()
-        estimate = (first(model(mixture)) * mixture).float()
+        estimate = (mask_of(model(mixture)) * mixture).float()
         terms = self.terms(estimate, target, batch.get("phase"))
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
         return loss, {name: value.detach() for name, value in terms.items()} if len(terms) > 1 else {}
+
+
+# --------------------------------------------------------------------------- mel expansion
+
+def frame_mask(frames: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, 1, 1, width]`` bool: True on each item's first ``frames`` columns."""
+    return (torch.arange(width, device=frames.device) < frames[:, None])[:, None, None]
+
+
+def masked_mean_l1(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of ``[B, 1, M, T]`` tensors over the columns where ``mask`` is True."""
+    weight = mask.expand_as(target).to(torch.float32)  # a weighted mean: no data-dependent shapes, no sync
+    return ((estimate - target).abs() * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def multiscale_l1(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                  scales: Sequence[int] = (2, 4, 8)) -> torch.Tensor:
+    """Mean over ``scales`` of the L1 between ``s x s`` average-pooled copies (padding copied from
+    the target so it adds no error), scaled by the valid fraction."""
+    estimate = torch.where(mask, estimate, target)
+    valid = mask.float().mean().clamp(min=1e-8)
+    terms = [F.l1_loss(F.avg_pool2d(estimate, s, ceil_mode=True), F.avg_pool2d(target, s, ceil_mode=True)) / valid
+             for s in scales]
+    return torch.stack(terms).mean()
+
+
+def spectral_gradient_l1(estimate: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between the frequency and time differences of ``estimate`` and ``target`` (real columns only)."""
+    df = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    dt = lambda x: x[..., 1:] - x[..., :-1]  # noqa: E731
+    both = mask[..., 1:] & mask[..., :-1]
+    return masked_mean_l1(df(estimate), df(target), mask) + masked_mean_l1(dt(estimate), dt(target), both)
+
+
+def length_l1(log_frames: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted ``log(frames)`` ``[B]`` and the true length's log."""
+    return (log_frames - frames.float().log()).abs().mean()

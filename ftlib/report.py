@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ftlib import paths, runs
-from ftlib.train import history
-from ftlib.errors import CheckpointError, DataError
+from ftlib import audio, paths, recipes, runs
+from ftlib.data import synth
+from ftlib.data.sources import scan_songs
+from ftlib.errors import CheckpointError, DataError, FtlibError
+from ftlib.models.inspect import attention_maps
+from ftlib.recipes import separation
+from ftlib.separation import load_model
+from ftlib.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +84,9 @@ def load_run(path: str | Path, label: str = "") -> RunRecord:
         folder = file.parent.relative_to(path).as_posix()
         logs["" if folder == "." else folder] = runs.read_log(file.parent)
     context = {}
-    for file in sorted(path.rglob(history.CONTEXT_LENGTH_FILE)):
+    for file in sorted(path.rglob(separation.CONTEXT_LENGTH_FILE)):
         folder = file.parent.relative_to(path).as_posix()
-        context["" if folder == "." else folder] = history.context_length(file.parent)
+        context["" if folder == "." else folder] = separation.context_length(file.parent)
     checkpoints = {}
     for best in sorted(path.rglob("checkpoints/best")):
         if (best / "model.safetensors").is_file():
@@ -192,8 +197,6 @@ def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None, digit
 def load_models(records: Sequence[RunRecord], limit: int = 0) -> dict[str, nn.Module]:
     """The separation models of the runs' ``checkpoints/best`` folders (the first ``limit``; 0: all),
     by label; checkpoints of other tasks are skipped with a log message."""
-    from ftlib.separate import load_model
-
     found = {}
     for r in records:
         for folder, path in r.checkpoints.items():
@@ -207,11 +210,16 @@ def load_models(records: Sequence[RunRecord], limit: int = 0) -> dict[str, nn.Mo
 
 
 def validation_folder(records: Sequence[RunRecord]) -> Path | None:
-    """The synthetic validation songs of the first run whose config holds a ``synth`` section
-    (regenerated into the cache when missing), else None."""
-    from ftlib.data import synth
-
+    """The validation songs of the first recipe run (regenerated into the cache when synthetic),
+    else of the first run whose config holds a ``synth`` section, else None."""
     for r in records:
+        for folder in (r.path, *sorted(p.parent for p in r.path.glob("*/config.json"))):
+            try:
+                config = recipes.config_from_run(folder)
+            except FtlibError:
+                continue
+            if hasattr(config.data, "valid_folder"):
+                return config.data.dataset_root() / config.data.valid_folder
         if isinstance(r.config.get("synth"), dict):
             config = synth.SynthConfig.from_dict(r.config["synth"])
             return synth.generate(synth.dataset_dir(config), config) / "valid"
@@ -221,8 +229,6 @@ def validation_folder(records: Sequence[RunRecord]) -> Path | None:
 def validation_songs(records: Sequence[RunRecord], folder: str | Path = "") -> list[dict[str, Path]]:
     """Aligned songs (``{"name", "mixture", "vocals", ...}``) of ``folder``, else of
     :func:`validation_folder`; ``[]`` when there are none."""
-    from ftlib.data.sources import scan_songs
-
     folder = folder or validation_folder(records)
     return scan_songs(folder) if folder else []
 
@@ -231,9 +237,6 @@ def example_song(songs: Sequence[dict[str, Path]], seconds: float, sample_rate: 
                  seed: int = 0) -> dict[str, Any]:
     """The first ``seconds`` of the first song (``{"name", "mixture", "vocals"}`` float32 ``[2, S]``),
     or a synthetic song (:func:`ftlib.data.synth.make_song`) when ``songs`` is empty."""
-    from ftlib import audio
-    from ftlib.data import synth
-
     samples = int(seconds * sample_rate)
     if songs:
         song = songs[0]
@@ -242,25 +245,10 @@ def example_song(songs: Sequence[dict[str, Path]], seconds: float, sample_rate: 
     return {"name": f"synthetic (seed {seed})", "mixture": made["mixture"], "vocals": made["vocals"]}
 
 
-def separate_excerpt(model: nn.Module, wave: np.ndarray, cropsize: int = 256, padding: int = 32) -> dict[str, np.ndarray]:
-    """Run ``model`` on a mixture ``[C, S]``: ``magnitude`` and instrumental ``mask`` ``[C, F, T]``
-    (Nyquist bin dropped), ``instrumental`` and ``vocals`` ``[C, S]``."""
-    from ftlib.audio import Spectrogram
-    from ftlib.separate import Separator, predict_mask
-
-    separator = Separator(model, cropsize=cropsize, padding=padding)
-    stems = separator.separate(wave)
-    magnitude = Spectrogram.to_model(separator.spec.stft(torch.from_numpy(np.ascontiguousarray(wave))).abs())
-    mask = predict_mask(separator.model, magnitude.to(separator.device), cropsize, padding, batch_size=1)
-    return {"magnitude": magnitude.numpy(), "mask": mask.cpu().numpy(), **stems}
-
-
 def attention_of(models: dict[str, nn.Module], separations: dict[str, dict[str, np.ndarray]],
                  frames: int) -> tuple[str, dict[str, torch.Tensor]]:
     """Attention maps (see :func:`ftlib.models.inspect.attention_maps`) of the first model that has
     attention layers, on the first ``frames`` frames of its separation's magnitude; ``("", {})`` if none."""
-    from ftlib.models.inspect import attention_maps
-
     for name, model in models.items():
         magnitude = torch.from_numpy(separations[name]["magnitude"][..., :frames])[None]
         magnitude = (magnitude / magnitude.max().clamp_min(1e-8)).to(next(model.parameters()).device)
@@ -272,18 +260,14 @@ def attention_of(models: dict[str, nn.Module], separations: dict[str, dict[str, 
 
 def train_schedule(records: Sequence[RunRecord]):
     """``(TrainConfig, curriculum stages)`` of the first run whose config has a ``train`` section
-    (stages from ``train.curriculum`` or a top-level ``curriculum``), else ``(None, [])``."""
-    from ftlib.train import TrainConfig
-
+    (a recipe run's, or a notebook's), else ``(None, [])``."""
     for r in records:
-        train = r.config.get("train")
+        config = r.config.get("config", r.config) if "recipe" in r.config else r.config
+        train = config.get("train")
         if isinstance(train, dict):
-            stages = train.get("curriculum") or r.config.get("curriculum") or []
-            return TrainConfig.from_dict(train, strict=False), list(stages)
+            return TrainConfig.from_dict(train, strict=False), list(train.get("curriculum") or [])
     return None, []
 
-
-# -------------------------------------------------------------------------- context length
 
 # -------------------------------------------------------------------------------- HTML export
 

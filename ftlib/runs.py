@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ftlib import paths
+from ftlib import atomic, paths
 from ftlib.errors import FtlibError
 
 log = logging.getLogger(__name__)
@@ -36,29 +35,6 @@ _STAMP = re.compile(r"^\d{8}-\d{6}-")
 def _sanitise(text: str) -> str:
     """Replace every run of characters outside ``[A-Za-z0-9_.-]`` by ``_``."""
     return _UNSAFE.sub("_", text).strip("_.-")
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON copy of ``value``: numpy/torch scalars become numbers, NaN/inf become None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and hasattr(value, "shape"):
-        return _jsonable(value.tolist())  # numpy/torch scalar or array -> Python number or list
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False, default=str) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def _with_suffix(name: str, suffix: str) -> str:
@@ -99,7 +75,7 @@ class Run:
         """Write ``config.json``; a Config object is converted with ``to_dict()``."""
         if hasattr(config, "to_dict"):
             config = config.to_dict()
-        return write_json(self.path / "config.json", config)
+        return atomic.write_json(self.path / "config.json", config)
 
     def save_figure(self, name: str, fig) -> Path:
         """Save a matplotlib figure to ``figures/<name>.png``; the figure stays open for display."""
@@ -115,12 +91,11 @@ class Run:
 
     def save_metrics(self, metrics: dict) -> Path:
         """Write the final summary ``metrics.json`` (NaN is stored as null)."""
-        return write_json(self.path / "metrics.json", metrics)
+        return atomic.write_json(self.path / "metrics.json", metrics)
 
     def load_metrics(self) -> dict:
         """The ``metrics.json`` summary, or ``{}`` when the run has none yet."""
-        path = self.path / "metrics.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_metrics(self.path)
 
     def read_log(self) -> list[dict]:
         """Every step logged to this run's ``metrics.jsonl`` (see :func:`read_log`)."""
@@ -142,6 +117,27 @@ def read_log(folder: str | Path) -> list[dict]:
             if i != len(lines) - 1:
                 log.warning("%s: skipping malformed line %d", path, i + 1)
     return records
+
+
+def read_metrics(folder: str | Path) -> dict:
+    """The ``metrics.json`` summary of a run or training folder, or ``{}`` when it has none yet."""
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def validation_losses(records: list[dict]) -> list[tuple[int, float]]:
+    """``(step, valid_loss)`` pairs of a log (:func:`read_log`) in step order."""
+    return [(r["step"], r["valid_loss"]) for r in records if "valid_loss" in r]
+
+
+def last(records: list[dict], key: str) -> float | None:
+    """The last logged value of ``key`` (``"loss"``, ``"valid_loss"``, ...), or None."""
+    return next((r[key] for r in reversed(records) if key in r), None)
+
+
+def steps_to_reach(records: list[dict], loss: float) -> int | None:
+    """The first step whose validation loss is at most ``loss``, or None if it never gets there."""
+    return next((step for step, value in validation_losses(records) if value <= loss), None)
 
 
 def new_run_dir(notebook: str | Path, tag: str = "", root: str | Path | None = None) -> Path:
@@ -298,7 +294,8 @@ def execute(notebook: str | Path, parameters: dict | None = None, tag: str = "",
         raise FtlibError(f"executing notebooks needs papermill ({exc}); install it with pip install 'ftlib[notebooks]'") from exc
     run_dir = new_run_dir(notebook, tag, root=root).resolve()
     try:
-        with _kernel_env(MPLBACKEND=INLINE_BACKEND):
+        progress = {"FTLIB_PROGRESS": "lines"} if log_output else {}  # plain lines in the streamed log
+        with _kernel_env(MPLBACKEND=INLINE_BACKEND, **progress):
             papermill.execute_notebook(
                 str(notebook), str(run_dir / notebook.name), parameters={**(parameters or {}), "run_dir": str(run_dir)},
                 kernel_name=kernel, language="python", cwd=str(notebook.resolve().parent), progress_bar=False,

@@ -25,6 +25,7 @@ from torch import nn
 
 from ftlib import evaluate, plots
 from ftlib.audio import Spectrogram
+from ftlib.separation import separate_with_mask
 from ftlib.train import TrainConfig
 from ftlib.train import curriculum as curricula
 
@@ -174,10 +175,8 @@ class MaskExplorer(Panel):
 
     def separation(self, song: str, model: str) -> dict[str, np.ndarray]:
         """``{"magnitude", "mask", "instrumental", "vocals"}`` of ``model`` on ``song`` (cached)."""
-        from ftlib.report import separate_excerpt
-
         if (song, model) not in self._cache:
-            self._cache[song, model] = separate_excerpt(self.models[model], self.songs[song], self.cropsize,
+            self._cache[song, model] = separate_with_mask(self.models[model], self.songs[song], self.cropsize,
                                                         self.padding)
         return self._cache[song, model]
 

@@ -9,7 +9,7 @@ from ftlib.errors import ConfigError
 from ftlib.layers import MultichannelMultiheadAttention
 from ftlib.layers.convolutional import (ConvolutionalEmbedding, ConvolutionalMultiheadAttention,
                                         ConvolutionalTransformerEncoder, sinusoidal_position)
-from ftlib.losses import first
+from ftlib.models import mask_of
 from ftlib.models.asym_unet_mct import ScoreGate
 
 
@@ -50,7 +50,7 @@ def test_activity_head():
         out = model(x)
     mask, activity = out
     assert mask.shape == x.shape and activity.shape == (2, 4, 7)
-    assert first(out) is mask
+    assert mask_of(out) is mask
 
 
 @pytest.mark.parametrize("options", [{"activity_head": True}, {"residual_attention": False, "in_channels": 1}],

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "models.py"
 
 
@@ -24,6 +26,7 @@ def test_paired_timing_alternates_the_paths_and_pairs_every_measurement():
     assert set(result) == {"fused_s", "explicit_s", "ratio"} and all(v > 0 for v in result.values())
 
 
+@pytest.mark.slow
 def test_bench_script_prints_a_row_per_case():
     out = subprocess.run([sys.executable, str(BENCH), "--cases", "frame_transformer/tiny,temporal_unet/tiny",
                           "--frames", "16", "--repeat", "1", "--layer-frames", "16", "--device", "cpu"],

@@ -18,6 +18,8 @@ import nbformat
 import pytest
 
 # verified on this kind of machine: headless Chromium under root in a container, no network
+pytestmark = pytest.mark.browser
+
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 WIDGET_CELL = """from ftlib import widgets

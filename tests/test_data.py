@@ -14,7 +14,8 @@ from ftlib.data.augment import EPS
 from ftlib.data.cache import HalfSpectrogram, SpectrogramCache, WaveformCache
 from ftlib.data.sources import scan_songs, scan_stems
 from ftlib.data.validation import magnitudes
-from ftlib.data.voxaug import ValidationCrops, VoxAugConfig, VoxAugDataset
+from ftlib.data.validation import ValidationCrops
+from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import ConfigError, DataError
 from ftlib.train.sampler import StepBatchSampler
 

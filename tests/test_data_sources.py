@@ -8,7 +8,8 @@ import torch
 
 from ftlib.data.sources import scan_musdb, scan_pairs, scan_stems, scan_unlabeled
 from ftlib.data.splits import load_or_make_split, load_split, save_split, split_songs
-from ftlib.data.voxaug import ValidationCrops, VoxAugConfig, VoxAugDataset
+from ftlib.data.validation import ValidationCrops
+from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import DataError
 
 

@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from ftlib import checkpoint, diffusion, losses, models, separate
+from ftlib import checkpoint, diffusion, losses, models
+from ftlib.recipes import diffusion_separation
+from ftlib.separation import separator as separate
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import CheckpointError, ConfigError, SeparationError
 from ftlib.layers import MultichannelLinear, MultichannelMultiheadAttention, residual_links
 from ftlib.models import inspect
-from ftlib.train import TrainConfig, context_length_study, evaluate, fit, latest_checkpoint, precision
+from ftlib.train import TrainConfig, context_length_study, fit, latest_checkpoint, precision, validation_loss
 from ftlib.train.ema import EMA
 from ftlib.train.engine import step_seed
 
@@ -62,7 +64,7 @@ def test_ema_update_is_gated_by_a_device_flag():
 
 def test_validation_and_context_study_run_on_the_model_device():
     with pytest.raises(_Reached) as seen:
-        evaluate(_Probe(), _batches(), losses.separation_l1, batch_size=1)
+        validation_loss(_Probe(), _batches(), losses.separation_l1, batch_size=1)
     assert seen.value.args[0].type == "meta"
     with pytest.raises(_Reached) as seen:
         context_length_study(_Probe(), lambda cropsize: _batches(), losses.separation_l1, [8])
@@ -76,9 +78,9 @@ def test_diffusion_samples_on_the_denoiser_device_with_float32_tables():
     assert seen.value.args[0].type == "meta"  # the CPU condition went along to the denoiser's device
     table = process.table("sqrt_ab", torch.device("meta"))
     assert table.dtype == torch.float32 and table.device.type == "meta"  # MPS has no float64
-    recipe = diffusion.SeparationDiffusion(process)
+    objective = diffusion_separation.SeparationDiffusion(process)
     with pytest.raises(_Reached) as seen:
-        recipe.sample(_Probe(), torch.rand(1, 2, 64, 4))
+        objective.sample(_Probe(), torch.rand(1, 2, 64, 4))
     assert seen.value.args[0].type == "meta"
 
 

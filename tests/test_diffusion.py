@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from ftlib import audio, checkpoint, diffusion, models
+from ftlib.data import mel_chunks
 from ftlib.data.sources import scan_songs, scan_stems
 from ftlib.errors import CheckpointError, ConfigError
 from ftlib.layers import FrameTransformerBlock
 from ftlib.mel import MelConfig
-from ftlib.separate import Separator, load_model
+from ftlib.recipes import diffusion_separation
+from ftlib.separation import Separator, load_model
 
 from conftest import TINY_SPEC
 
@@ -194,7 +196,7 @@ def test_diffusion_is_a_training_loss_with_gradients():
     torch.manual_seed(0)
     loss, metrics = process(model, {"x0": torch.rand(2, 2, 64, 6) * 2 - 1})
     loss.backward()
-    assert math.isfinite(float(loss.detach())) and math.isfinite(metrics["x0_mse"])
+    assert math.isfinite(float(loss.detach())) and math.isfinite(float(metrics["x0_mse"]))
     assert model.time_embed.mlp[0].weight.grad.abs().sum() > 0
 
 
@@ -202,14 +204,14 @@ def test_diffusion_is_a_training_loss_with_gradients():
 
 @pytest.mark.parametrize("domain", ["mask", "log"])
 def test_separation_encoding_round_trips_to_the_target(domain):
-    recipe = diffusion.SeparationDiffusion(_process(), diffusion.SeparationDiffusionConfig(domain=domain))
+    recipe = diffusion_separation.SeparationDiffusion(_process(), diffusion_separation.ObjectiveConfig(domain=domain))
     gen = torch.Generator().manual_seed(0)
     mixture = torch.rand(2, 2, 16, 8, generator=gen) * 0.9 + 0.1
     target = mixture * torch.rand(2, 2, 16, 8, generator=gen)
     x0 = recipe.encode(mixture, target)
     assert x0.min() >= -1 and x0.max() <= 1
     torch.testing.assert_close(recipe.mask(mixture, x0) * mixture, target.clamp_min(1e-4 if domain == "log" else 0))
-    torch.testing.assert_close(diffusion.from_log(diffusion.to_log(mixture)), mixture)
+    torch.testing.assert_close(diffusion_separation.from_log(diffusion_separation.to_log(mixture)), mixture)
     loss, _ = recipe(_denoiser(condition=True, num_bins=16, channel_multipliers=(1, 2)),
                      {"mixture": mixture, "target": target})
     assert math.isfinite(float(loss.detach()))
@@ -217,16 +219,17 @@ def test_separation_encoding_round_trips_to_the_target(domain):
 
 def test_diffusion_separator_plugs_into_the_chunked_separator(tiny_dataset):
     process = _process(timesteps=4, sampling_steps=2)
-    recipe = diffusion.SeparationDiffusion(process)
+    objective = diffusion_separation.SeparationDiffusion(process)
     denoiser = _denoiser(condition=True)
     with pytest.raises(ConfigError, match="time_embedding"):
-        diffusion.DiffusionSeparator(models.build("frame_transformer", "tiny"), recipe)
+        diffusion_separation.DiffusionSeparator(models.build("frame_transformer", "tiny"), objective)
     wave = audio.load(scan_songs(tiny_dataset / "valid")[0]["mixture"])[:, :44100]
-    run = [Separator(diffusion.DiffusionSeparator(denoiser, recipe, "ddim", 2), spectrogram=TINY_SPEC, cropsize=64,
-                     padding=8).separate(wave) for _ in range(2)]
+    run = [Separator(diffusion_separation.DiffusionSeparator(denoiser, objective, "ddim", 2), spectrogram=TINY_SPEC,
+                     cropsize=64, padding=8).separate(wave) for _ in range(2)]
     assert run[0]["instrumental"].shape == wave.shape and np.array_equal(run[0]["vocals"], run[1]["vocals"])
-    points = diffusion.evaluate_samplers(denoiser, recipe, tiny_dataset / "valid", [("ddim", 2), ("ddpm", 4)],
-                                         spectrogram=TINY_SPEC, cropsize=256, padding=8)
+    config = diffusion_separation.Config.preset("tiny", data=dict(root=str(tiny_dataset)),
+                                                diffusion=dict(timesteps=4, sampling_steps=2))
+    points = diffusion_separation.evaluate_samplers(denoiser, config, [("ddim", 2), ("ddpm", 4)], cropsize=256, padding=8)
     assert [(p["sampler"], p["steps"]) for p in points] == [("ddim", 2), ("ddpm", 4)]
     assert all(math.isfinite(p["sdr_vocals"]) and len(p["rows"]) == 1 for p in points)
 
@@ -235,11 +238,11 @@ def test_diffusion_separator_plugs_into_the_chunked_separator(tiny_dataset):
 
 def test_mel_idea_dataset_items(tiny_dataset):
     stems = scan_stems(tiny_dataset)
-    config = diffusion.IdeaConfig.preset("tiny")
-    data = diffusion.MelIdeaDataset(stems.instrumentals + stems.vocals, MelConfig.preset("tiny"), config)
+    config = mel_chunks.IdeaConfig.preset("tiny")
+    data = mel_chunks.MelIdeaDataset(stems.instrumentals + stems.vocals, MelConfig.preset("tiny"), config)
     item = data[(0, 3)]["x0"]
     assert item.shape == (1, 32, config.width) and float(item.max()) == 1.0 and float(item.min()) >= -1
     assert torch.equal(item, data[(0, 3)]["x0"]) and not torch.equal(item, data[(1, 3)]["x0"])
     log_mel = torch.randn(2, 1, 8, 4)
     peak = log_mel.amax(dim=(1, 2, 3), keepdim=True)
-    torch.testing.assert_close(diffusion.x0_to_mel(diffusion.mel_to_x0(log_mel, config), config), log_mel - peak)
+    torch.testing.assert_close(mel_chunks.x0_to_mel(mel_chunks.mel_to_x0(log_mel, config), config), log_mel - peak)

@@ -12,8 +12,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ftlib import checkpoint, diffusion, losses, models
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.layers import MultichannelLinear, MultichannelMultiheadAttention
-from ftlib.separate import Separator, predict_mask
-from ftlib.train import TrainConfig, fit, latest_checkpoint, recipes
+from ftlib.separation import Separator, predict_mask
+from ftlib import recipes
+from ftlib.recipes import diffusion_separation
+from ftlib.train import TrainConfig, fit, latest_checkpoint
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -42,7 +44,7 @@ def test_training_with_ema_and_mixed_precision_stays_on_the_gpu_and_resumes_on_t
 
 
 def test_recipe_runs_its_context_study_on_the_gpu(tmp_path):
-    cfg = recipes.RecipeConfig.preset("tiny", train={"mixed_precision": "bf16", "ema_decay": 0.9})
+    cfg = recipes.separation.Config.preset("tiny", train={"mixed_precision": "bf16", "ema_decay": 0.9})
     model = recipes.run(cfg, tmp_path / "run")
     assert next(model.parameters()).is_cuda and (tmp_path / "run" / "context_length.json").is_file()
 
@@ -65,8 +67,8 @@ def test_steady_state_steps_do_not_synchronise(voxaug, tmp_path):
 def test_diffusion_samples_on_the_gpu():
     denoiser = models.from_config("frame_transformer", diffusion.denoiser_config(
         models.lookup("frame_transformer")[0].preset("tiny"), 2)).to(CUDA)
-    recipe = diffusion.SeparationDiffusion(diffusion.Diffusion(diffusion.DiffusionConfig.preset("tiny")))
-    mask = recipe.sample(denoiser, torch.rand(1, 2, 64, 8), sampler="ddim", steps=2)
+    objective = diffusion_separation.SeparationDiffusion(diffusion.Diffusion(diffusion.DiffusionConfig.preset("tiny")))
+    mask = objective.sample(denoiser, torch.rand(1, 2, 64, 8), sampler="ddim", steps=2)
     assert mask.device.type == "cpu" and torch.isfinite(mask).all()  # back on the mixture's device
 
 

@@ -15,6 +15,7 @@ def _tone(freq: float, seconds: float = 1.0, config: MelConfig = TINY) -> np.nda
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+@pytest.mark.slow  # librosa's first call compiles numba code
 def test_matches_librosa_melspectrogram():
     rng = np.random.default_rng(0)
     audio = (_tone(440.0) + 0.1 * rng.standard_normal(TINY.sample_rate)).astype(np.float32)

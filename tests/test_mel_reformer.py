@@ -9,8 +9,8 @@ import torch
 from ftlib import checkpoint, models
 from ftlib.data.mel_chunks import FixedChunks
 from ftlib.errors import ConfigError
-from ftlib.mel_expansion import (MelExpansionLoss, MelLossConfig, expand, frame_mask, masked_l1, mel_l1,
-                                 multiscale_l1, reconstruct, spectral_gradient_l1)
+from ftlib.losses import frame_mask, masked_mean_l1, multiscale_l1, spectral_gradient_l1
+from ftlib.recipes.mel_expansion import MelExpansionLoss, MelLossConfig, expand, mel_l1, reconstruct
 from ftlib.models.mel_reformer import Attention, MelReformer, MelReformerConfig
 from ftlib.train import TrainConfig, fit
 
@@ -79,7 +79,7 @@ def test_changing_a_future_token_leaves_earlier_outputs():
     memory, _ = model.encode(model.idea(_mel(frames=24)))
     cross = model.cross_keys_values(memory)
     frames = torch.tensor([24, 24])
-    inputs = model.fold_tokens(model.normalise(_mel(frames=24, seed=3)))
+    inputs = model.fold_tokens(model.standardise(_mel(frames=24, seed=3)))
     changed = inputs.clone()
     changed[:, 4] += 1.0
     before, after = model.decode(inputs, cross, frames), model.decode(changed, cross, frames)
@@ -141,7 +141,7 @@ def test_losses_ignore_padding_and_score_blur():
     estimate = target + 0.1 * torch.randn_like(target)
     padded = estimate.clone()
     padded[1, ..., 10:] = 50.0
-    for fn in (masked_l1, multiscale_l1, spectral_gradient_l1):
+    for fn in (masked_mean_l1, multiscale_l1, spectral_gradient_l1):
         torch.testing.assert_close(fn(padded, target, mask), fn(estimate, target, mask))
     blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
     assert spectral_gradient_l1(blurred, target, mask) > spectral_gradient_l1(target, target, mask) == 0

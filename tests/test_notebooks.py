@@ -1,5 +1,5 @@
-"""Every notebook follows the template and has its presets; the quickstart and models notebooks
-executed headless with their smoke preset."""
+"""Every notebook follows the template and has its presets; every notebook executed headless with its
+smoke preset (marked ``notebooks``), with the figures, players and metrics it promises."""
 import ast
 import json
 import math
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 
-from ftlib import cli, runs
+from ftlib import checkpoint, cli, runs
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 PRESETS = ("smoke", "cpu", "gpu")
@@ -85,32 +85,77 @@ def test_notebook_presets_name_its_parameters(path):
         assert not unknown, f"{available[name]}: {sorted(unknown)} are not parameters of {path.name}"
         for key, value in values.items():
             default = defaults[key]
-            same = type(value) is type(default) or (type(default) is float and type(value) is int)
+            same = default is None or type(value) is type(default) or (type(default) is float and type(value) is int)
             assert same, f"{available[name]}: {key}: {value!r} is a {type(value).__name__}, the notebook's " \
                          f"default {default!r} a {type(default).__name__}"
         assert values.get("smoke", False) is (name == "smoke"), f"{available[name]}: smoke must be {name == 'smoke'}"
 
 
-def test_quickstart_smoke_run(tmp_path, capsys):
-    notebook = next(p for p in NOTEBOOKS if p.name == "00_quickstart.ipynb")
-    assert cli.main(["run", str(notebook), "--preset", "smoke", "--runs-dir", str(tmp_path / "runs")]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["smoke"] is True and metrics["steps"] == 4
-    assert all(math.isfinite(metrics[k]) for k in ("sdr_vocals", "input_sdr_vocals", "valid_loss"))
-    assert {p.name for p in (run / "figures").iterdir()} == {"training_curves.png", "sdr.png", "spectrograms.png"}
-    assert len(list((run / "audio").glob("*.wav"))) == 4
-    assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
-    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
-    executed = nbformat.read(run / "00_quickstart.ipynb", as_version=4)
+def test_derived_cells_never_reassign_a_parameter():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        names = set(_parameters(nb))
+        start = nb.cells.index(_parameters_cell(nb))
+        for cell in nb.cells[start + 1:]:
+            if cell.cell_type != "code":
+                continue
+            for node in ast.walk(_code(cell)):
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                assigned = {t.id for t in targets if isinstance(t, ast.Name)}
+                assert not assigned & names, f"{path.name} reassigns the parameter(s) {assigned & names}"
+
+
+# ------------------------------------------------------------------------------- smoke runs
+
+# notebook -> (figures, audio files, finite metrics)
+SMOKE = {
+    "00_quickstart": ({"training_curves", "sdr", "spectrograms"}, 4, ("sdr_vocals", "input_sdr_vocals", "valid_loss")),
+    "05_models": ({"presets", "attention_maps"}, 0, ("parameters",)),
+    "10_pretrain": ({"training_curves", "reconstruction"}, 0, ("valid_masked_l1", "best_valid_masked_l1")),
+    "30_diffusion_separation": ({"losses", "denoising", "crop", "sdr_vs_steps"}, 4,
+                                ("sdr_vocals_ddim_2", "sdr_vocals_mask_model", "input_sdr_vocals", "denoiser_valid_loss")),
+    "31_diffusion_idea": ({"losses", "denoising", "samples"}, 2, ("final_loss", "valid_loss")),
+    "40_mel_expansion": ({"training_curves", "reconstructions", "generations", "fold_sweep"}, 3,
+                         ("final_loss", "valid_l1", "free_running_l1", "length_error")),
+    "50_separate": ({"scores", "spectrograms"}, 4, ("sdr_vocals_single", "sdr_vocals_ensemble", "input_sdr_vocals",
+                                                    "rtf_single", "rtf_ensemble")),
+    "60_report": ({"training_curves", "context_length", "sdr", "masks", "attention_maps", "schedule"}, 2,
+                  ("best_sdr_vocals",)),
+}
+
+
+def _run(name, runs_dir, *args):
+    assert cli.main(["run", str(NOTEBOOKS[0].parent / f"{name}.ipynb"), *args, "--runs-dir", str(runs_dir)]) == 0
+    run = max(p for p in runs_dir.iterdir() if p.name.split("-", 2)[2].startswith(name))  # the newest
+    return run, json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_smoke_run_makes_its_figures_audio_and_metrics(name, tmp_path):
+    figures, audio, finite = SMOKE[name]
+    run, metrics = _run(name, tmp_path / "runs", "--preset", "smoke")
+    assert metrics["smoke"] is True
+    assert all(math.isfinite(metrics[k]) for k in finite), {k: metrics.get(k) for k in finite}
+    assert {p.stem for p in (run / "figures").iterdir()} == figures
+    assert len(list((run / "audio").glob("*.wav"))) == audio
+    executed = nbformat.read(run / f"{name}.ipynb", as_version=4)
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3, "figures are outputs of the executed notebook (inline backend in the kernel)"
+    assert images, "figures are outputs of the executed notebook (inline backend in the kernel)"
 
 
+@pytest.mark.notebooks
+def test_a_parameter_always_wins_over_the_smoke_preset(tmp_path):
+    run, metrics = _run("00_quickstart", tmp_path / "runs", "-p", "smoke", "true", "-p", "steps", "7")
+    assert metrics["steps"] == 7 and [r["step"] for r in runs.read_log(run) if "loss" in r][-1] == 7
+    assert json.loads((run / "config.json").read_text())["recipe"] == "separation"
+
+
+@pytest.mark.notebooks
 def test_quickstart_runs_under_plain_papermill(tmp_path):
     import papermill
 
-    notebook = next(p for p in NOTEBOOKS if p.name == "00_quickstart.ipynb")
+    notebook = NOTEBOOKS[0].parent / "00_quickstart.ipynb"
     papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters={"smoke": True, "tag": "pm"},
                                cwd=str(notebook.parent), progress_bar=False)
     (run,) = (tmp_path / "runs").iterdir()  # FTLIB_RUNS points here (conftest); run_dir was left empty
@@ -118,15 +163,24 @@ def test_quickstart_runs_under_plain_papermill(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["smoke"] is True
 
 
-def test_models_notebook_smoke_run(tmp_path):
-    notebook = next(p for p in NOTEBOOKS if p.name == "05_models.ipynb")
-    assert cli.main(["run", str(notebook), "--preset", "smoke", "--runs-dir", str(tmp_path / "runs")]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
-    metrics = json.loads((run / "metrics.json").read_text())
-    from ftlib import models
-    from ftlib.layers import MultichannelMultiheadAttention
-    from ftlib.models.inspect import preset_table
-
-    layers = [m for m in models.build("frame_transformer", "small").modules() if isinstance(m, MultichannelMultiheadAttention)]
-    assert metrics["presets"] == len(preset_table()) and metrics["attention_layers"] == len(layers) > 0
-    assert {p.name for p in (run / "figures").iterdir()} == {"presets.png", "attention_maps.png"}
+@pytest.mark.notebooks
+def test_finetuning_notebook_starts_from_the_pretraining_notebooks_checkpoint(tmp_path):
+    pre, _ = _run("10_pretrain", tmp_path / "runs", "--preset", "smoke")
+    best = pre / "checkpoints" / "best"
+    assert checkpoint.read_header(best)["model"] == "frame_transformer"
+    run, metrics = _run("20_voxaug_finetune", tmp_path / "runs", "--preset", "smoke", "-p", "pretrained", str(best),
+                        "-p", "finetune_method", "llrd")
+    assert metrics["pretrained"] == str(best) and not (run / "pretrain").exists()
+    for name in ("finetuned", "scratch"):
+        assert math.isfinite(metrics[f"valid_loss_{name}"]) and math.isfinite(metrics[f"sdr_vocals_{name}"])
+        assert json.loads((run / name / "context_length.json").read_text())[0]["cropsize"] == 16
+    finetuned = json.loads((run / "finetuned" / "config.json").read_text())["config"]
+    assert finetuned["model"]["init_from"] == str(best) and finetuned["finetune"]["method"] == "llrd"
+    assert {p.stem for p in (run / "figures").iterdir()} == {"training_curves", "context_length", "sdr"}
+    # another finetuning method later, against the same from-scratch curve, without retraining it
+    other, metrics = _run("20_voxaug_finetune", tmp_path / "runs", "--preset", "smoke", "-p", "pretrained", str(best),
+                          "-p", "compare_scratch", "false", "-p", "scratch_run", str(run))
+    assert not (other / "scratch").exists() and "sdr_vocals_scratch" not in metrics
+    reference = runs.last(runs.read_log(run / "scratch"), "valid_loss")
+    assert metrics["valid_loss_scratch"] == reference
+    assert metrics["steps_to_scratch_loss_finetuned"] == runs.steps_to_reach(runs.read_log(other / "finetuned"), reference)

@@ -13,12 +13,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ftlib import checkpoint, cli, models, plots, report, runs  # noqa: E402
-from ftlib.data.voxaug import ValidationCrops  # noqa: E402
+from ftlib import checkpoint, models, plots, report, runs  # noqa: E402
+from ftlib.separation import separate_with_mask  # noqa: E402
 from ftlib.errors import DataError  # noqa: E402
-from ftlib.train import history  # noqa: E402
+from ftlib.recipes import separation  # noqa: E402
 
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "60_report.ipynb"
 
 
 def _log(path: Path, losses) -> None:
@@ -34,7 +33,7 @@ def root(tmp_path):
     train = runs.Run(root / "20240101-100000-00_quickstart")
     _log(train.path, [1.0, 0.8, 0.6])
     train.save_metrics({"sdr_vocals": 5.0, "input_sdr_vocals": 1.0, "sdr_instrumental": 7.0, "steps": 3})
-    history.save_context_length(train.path, [{"cropsize": 64, "valid_loss": 0.3}, {"cropsize": 16, "valid_loss": 0.5}])
+    separation.save_context_length(train.path, [{"cropsize": 64, "valid_loss": 0.3}, {"cropsize": 16, "valid_loss": 0.5}])
     sep = runs.Run(root / "20240102-100000-50_separate-x")
     for i, losses in enumerate(([0.9, 0.7], [0.95, 0.75])):
         _log(sep.path / "models" / f"model{i}", losses)
@@ -82,7 +81,7 @@ def test_duplicate_labels_keep_the_timestamp(tmp_path):
 
 def test_bad_context_length_file_names_the_file(root):
     run = root / "20240101-100000-00_quickstart"
-    (run / history.CONTEXT_LENGTH_FILE).write_text(json.dumps([{"cropsize": "big", "valid_loss": 1}]))
+    (run / separation.CONTEXT_LENGTH_FILE).write_text(json.dumps([{"cropsize": "big", "valid_loss": 1}]))
     with pytest.raises(DataError, match="context_length.json: expected a JSON list"):
         report.load_run(run)
 
@@ -116,8 +115,8 @@ def test_figures_from_records(root):
 
 def test_context_length_rows_round_trip_sorted(tmp_path):
     rows = [{"cropsize": 32, "valid_loss": 0.25, "items": 3}, {"cropsize": 8, "valid_loss": 0.5, "items": 9}]
-    history.save_context_length(tmp_path, rows)
-    assert history.context_length(tmp_path) == [rows[1], rows[0]]
+    separation.save_context_length(tmp_path, rows)
+    assert separation.context_length(tmp_path) == [rows[1], rows[0]]
 
 
 def test_models_songs_separation_and_attention(tmp_path):
@@ -130,7 +129,7 @@ def test_models_songs_separation_and_attention(tmp_path):
     assert list(loaded) == ["train"]
     song = report.example_song([], seconds=0.5, seed=3)
     assert song["mixture"].shape == song["vocals"].shape == (2, 22050)
-    out = report.separate_excerpt(loaded["train"], song["mixture"], cropsize=8, padding=2)
+    out = separate_with_mask(loaded["train"], song["mixture"], cropsize=8, padding=2)
     frames = 22050 // 64 + 1
     assert out["mask"].shape == out["magnitude"].shape == (2, 64, frames)
     assert 0 <= out["mask"].min() and out["mask"].max() <= 1
@@ -146,10 +145,10 @@ def test_models_songs_separation_and_attention(tmp_path):
 
 def test_train_schedule_from_config(tmp_path):
     runs.start("nb", run_dir=str(tmp_path / "a"), config={"model": "x"})
-    runs.start("nb", run_dir=str(tmp_path / "b"), config={"train": {"steps": 77, "lr": 0.01},
-                                                          "curriculum": [{"step": 0, "cropsize": 8, "batch_size": 2}]})
+    runs.start("nb", run_dir=str(tmp_path / "b"), config={"recipe": "separation", "config": {
+        "train": {"steps": 77, "lr": 0.01, "curriculum": [[0, 8, 2]]}}})
     config, stages = report.train_schedule(report.collect(tmp_path))
-    assert config.steps == 77 and config.lr == 0.01 and stages[0]["cropsize"] == 8
+    assert config.steps == 77 and config.lr == 0.01 and stages == [[0, 8, 2]]
     assert report.train_schedule([]) == (None, [])
 
 
@@ -171,20 +170,3 @@ def test_html_export_embeds_images_tables_and_audio(tmp_path):
     assert "a&lt;b" in text and "1.235" in text and "A title" in text
     assert not re.search(r'<script[^>]+src="http', text), "no script fetched from the network"
     plt.close(fig)
-
-
-def test_report_notebook_smoke_run(tmp_path):
-    assert cli.main(["run", str(NOTEBOOK), "--preset", "smoke", "--runs-dir", str(tmp_path / "runs")]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["smoke"] is True and metrics["runs"] == 2  # the quickstart and models runs it made
-    assert metrics["training_logs"] == 1 and metrics["context_length_runs"] == 1 and metrics["models"] == 1
-    assert metrics["sdr_rows"] == 1 and math.isfinite(metrics["best_sdr_vocals"]) and metrics["attention_layers"] > 0
-    assert {p.name for p in (run / "figures").iterdir()} == {
-        "training_curves.png", "context_length.png", "sdr.png", "masks.png", "attention_maps.png", "schedule.png"}
-    assert sorted(p.name for p in (run / "audio").iterdir()) == ["true_vocals.wav", "vocals_0.wav"]
-    (quickstart,) = (run / "inputs").glob("*-00_quickstart")
-    assert [r["cropsize"] for r in history.context_length(quickstart)] == [16, 32, 64]
-    html = (run / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 6 and html.count("<audio") == 2
-    assert metrics["report_bytes"] == (run / "report.html").stat().st_size

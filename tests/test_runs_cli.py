@@ -258,22 +258,22 @@ class FakeSeparator:
 
 @pytest.fixture
 def fake_modules(monkeypatch):
+    """The CLI's Separator and folder evaluation replaced by fakes (no model, no audio)."""
+    import ftlib.evaluate
+    import ftlib.separation
+
     FakeSeparator.created = []
-    separate = types.ModuleType("ftlib.separate")
-    separate.Separator = FakeSeparator
-    evaluate = types.ModuleType("ftlib.evaluate")
-    evaluate.calls = []
+    calls = []
 
     def evaluate_folder(folder, estimates=None, separator=None, **options):
-        evaluate.calls.append((folder, estimates, separator))
+        calls.append((folder, estimates, separator))
         return [{"song": "a", "sdr": 5.0}, {"song": "b", "sdr": 3.0, "extra": 1}]
 
-    evaluate.evaluate_folder = evaluate_folder
-    evaluate.format_table = lambda rows, columns=None: "TABLE " + " ".join(r["song"] for r in rows)
-    evaluate.format_summary = lambda rows: "SUMMARY"
-    monkeypatch.setitem(sys.modules, "ftlib.separate", separate)
-    monkeypatch.setitem(sys.modules, "ftlib.evaluate", evaluate)
-    return evaluate
+    monkeypatch.setattr(ftlib.separation, "Separator", FakeSeparator)
+    monkeypatch.setattr(ftlib.evaluate, "evaluate_folder", evaluate_folder)
+    monkeypatch.setattr(ftlib.evaluate, "format_table", lambda rows, columns=None: "TABLE " + " ".join(r["song"] for r in rows))
+    monkeypatch.setattr(ftlib.evaluate, "format_summary", lambda rows: "SUMMARY")
+    return types.SimpleNamespace(calls=calls)
 
 
 def test_cli_separate_skips_bad_input(tmp_path, fake_modules, capsys):

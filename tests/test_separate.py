@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ftlib import audio, checkpoint, models, streaming
+from ftlib import audio, checkpoint, models
+from ftlib.separation import batch
+from ftlib.separation import stream as streaming
 from ftlib.audio import Spectrogram, SpectrogramConfig
 from ftlib.config import Config
 from ftlib.errors import AudioError, CheckpointError, ConfigError
-from ftlib.separate import Separator, _LiftVocalFree, check_model, predict_mask
-from ftlib.streaming import IstftStream, StftStream
+from ftlib.separation import Separator, check_model, predict_mask
+from ftlib.separation.separator import _LiftVocalFree
+from ftlib.separation.stream import IstftStream, StftStream
 
 from conftest import TINY_SPEC
 
@@ -236,7 +239,7 @@ class _Scorer(nn.Module):
 
 
 def test_bad_inputs_and_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setitem(models._REGISTRY, _Scorer.model_name, (_ScorerConfig, _Scorer))  # for this test only
+    monkeypatch.setitem(models.registry._REGISTRY, _Scorer.model_name, (_ScorerConfig, _Scorer))  # for this test only
     sep = Separator(_local_model(), TINY_SPEC, cropsize=16, padding=4)
     sf.write(tmp_path / "silent.wav", np.zeros((4000, 2), np.float32), 44100)
     with pytest.raises(AudioError, match="silent.wav.*silent"):
@@ -311,7 +314,6 @@ def test_cli_playlists_ensembles_skipping_and_bad_inputs(tiny_dataset, tmp_path,
     ({"convert": ["a.wav"], "extra": 1}, "keys output, convert, copy"),
 ])
 def test_playlists_never_write_outside_the_output_folder(tmp_path, playlist, error):
-    from ftlib import batch
     from ftlib.errors import DataError
 
     with pytest.raises(DataError, match=f"list.json: .*{error}"):
@@ -319,7 +321,6 @@ def test_playlists_never_write_outside_the_output_folder(tmp_path, playlist, err
 
 
 def test_playlist_sources_may_be_absolute_and_copies_keep_their_name(tmp_path):
-    from ftlib import batch
 
     jobs = batch.read_playlist(_write(tmp_path / "good.json", {"convert": ["/abs/song.flac"], "copy": ["c.jpg"]}),
                                tmp_path / "out")

@@ -11,11 +11,14 @@ import pytest
 import torch
 
 from ftlib import checkpoint
-from ftlib.train import latest_checkpoint, recipes
+from ftlib import recipes
+from ftlib.train import latest_checkpoint
+
+pytestmark = pytest.mark.slow
 
 # gloo on the CPU also on GPU machines (NCCL cannot put two processes on one GPU)
-TINY = ["--preset", "tiny", "--set", 'model_overrides={"dropout": 0}', "--set", "context_cropsizes=[]",
-        "--set", "train.device=cpu"]
+TINY = ["--preset", "tiny", "--set", 'model.overrides={"dropout": 0}', "--set", "evaluation.context_cropsizes=[]",
+        "--set", "evaluation.songs=0", "--set", "train.device=cpu"]
 
 
 def _env():
@@ -48,7 +51,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     one, two = _weights(tmp_path / "one", 3), _weights(tmp_path / "two", 3)
     assert not any(name.startswith("module.") for name in two)
     # Adam turns float noise in near-zero gradients into full-size steps, so compare the whole update
-    init = recipes.build_model(recipes.RecipeConfig.from_json(tmp_path / "one" / "recipe.json")).state_dict()
+    init = recipes.separation.build_model(recipes.config_from_run(tmp_path / "one")).state_dict()
     moved = sum(float((one[k] - init[k]).norm() ** 2) for k in one) ** 0.5
     apart = sum(float((one[k] - two[k]).norm() ** 2) for k in one) ** 0.5
     assert moved > 0 and apart < 0.01 * moved, (apart, moved)
@@ -56,7 +59,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     # 400 scheduled steps, 32 per epoch: checkpoints every 3 steps; both runs stop at step 12
-    common = ["--set", "train.steps=400", "--set", "train.checkpoint_every=3", "--set", "data.items_per_epoch=64"]
+    common = ["--set", "train.steps=400", "--set", "train.checkpoint_every=3", "--set", "voxaug.items_per_epoch=64"]
     _train(*common, "--stop-after", "12", "--run-dir", str(tmp_path / "straight"))
 
     run_dir = tmp_path / "killed"
@@ -78,10 +81,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
 
 
 def test_notebook_launcher_trains_in_two_processes_and_returns_the_checkpointed_model(tmp_path):
-    script = ("import sys, torch; from ftlib.train import recipes; "
-              "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 3, 'batch_size': 1, 'device': 'cpu'}, "
-              "context_cropsizes=()); "
-              "model = recipes.launch(cfg, sys.argv[1], num_processes=2); "
+    script = ("import sys, torch; from ftlib import recipes; "
+              "cfg = recipes.separation.Config.preset('tiny', train={'steps': 3, 'batch_size': 1, 'device': 'cpu'}, "
+              "evaluation={'context_cropsizes': ()}); "
+              "model = recipes.run(cfg, sys.argv[1], num_processes=2); "
               "torch.save(model.state_dict(), sys.argv[2])")
     run_dir, returned = tmp_path / "run", tmp_path / "returned.pt"
     done = subprocess.run([sys.executable, "-c", script, str(run_dir), str(returned)], env=_env(),
@@ -97,10 +100,9 @@ def test_notebook_launcher_trains_in_two_processes_and_returns_the_checkpointed_
 
 def test_processes_that_do_not_share_the_run_folder_stop_with_an_error(tmp_path):
     script = tmp_path / "apart.py"
-    script.write_text("import os, sys\nfrom ftlib.train import recipes\n"
-                      "cfg = recipes.RecipeConfig.preset('tiny', train={'steps': 2, 'batch_size': 1, 'device': 'cpu'}, "
-                      "context_cropsizes=())\n"
-                      "recipes.run(cfg, os.path.join(sys.argv[1], 'rank' + os.environ['RANK']))\n")
+    script.write_text("import os, sys\nfrom ftlib import recipes\n"
+                      "cfg = recipes.separation.Config.preset('tiny', train={'steps': 2, 'batch_size': 1, 'device': 'cpu'})\n"
+                      "recipes.separation.train(cfg, os.path.join(sys.argv[1], 'rank' + os.environ['RANK']))\n")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
                            str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode != 0

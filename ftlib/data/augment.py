@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from ftlib.config import Config
 from ftlib.data.cache import SpectrogramCache
@@ -34,7 +35,21 @@ def item_rng(seed: int, epoch: int, index: int, *stream: int) -> np.random.Gener
     return np.random.default_rng([seed, epoch, index, *stream])
 
 
-def normalise(mixture: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+class EpochDataset(Dataset):
+    """A dataset whose item is a pure function of ``(epoch, index)`` (and the dataset's seed): it
+    takes the engine sampler's ``(epoch, index)`` pairs, or a plain index (epoch 0)."""
+
+    epoch_aware = True
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = index if isinstance(index, tuple) else (0, index)
+        return self.item(epoch, index)
+
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def divide_by_mixture_peak(mixture: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Divide the mixture and every other magnitude by the same normaliser: the mixture's maximum.
 
     Writable float32 arrays are scaled in place (pass arrays you own), others are converted."""

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ftlib import audio
+from ftlib import atomic, audio
+from ftlib.atomic import replacing
 from ftlib.audio import Spectrogram, SpectrogramConfig
 from ftlib.errors import AudioError, ConfigError
 
@@ -194,19 +194,9 @@ class AudioCache:
         stored = np.ascontiguousarray(self.encode(data))
         meta = {"source": str(path), "shape": list(data.shape), "dtype": str(stored.dtype),
                 "crc32": zlib.crc32(stored), "peak": float(np.abs(data).max()) if data.size else 0.0}
-        fd, tmp_data = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.root)
-        os.close(fd)
-        fd, tmp_meta = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.root)
-        os.close(fd)
-        try:
-            np.save(tmp_data, stored)
-            Path(tmp_meta).write_text(json.dumps(meta))
-            os.replace(tmp_data, entry)  # data first: an entry without its sidecar is rebuilt
-            os.replace(tmp_meta, entry.with_suffix(".json"))
-        finally:
-            for tmp in (tmp_data, tmp_meta):
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        with replacing(entry) as tmp:  # data first: an entry without its sidecar is rebuilt
+            np.save(tmp, stored)
+        atomic.write_text(entry.with_suffix(".json"), json.dumps(meta))
         sig = _signature(entry)
         self._verified.add((entry.name, sig))
         return self.view(self._map(entry, meta["dtype"])), meta, sig

@@ -1,4 +1,5 @@
-"""Random log-mel chunks from pooled folders of music, for mel-expansion training.
+"""Random log-mel chunks from pooled folders of music (mel expansion), and fixed-size log-mel
+images of audio files (the diffusion idea model).
 
 Each file is decoded once (mono, at the mel sample rate) into a :class:`MelCache` entry: float32
 ``[n_mels, T]`` in a memory-mapped ``.npy``, keyed by the file's identity, content and the
@@ -8,6 +9,10 @@ Item ``i`` of epoch ``e`` is drawn from its own generator seeded by ``(seed, e, 
 of the pool, a random length (``min_frames``..``frames`` in steps of ``multiple``) and a random
 start. Items are ``{"mel": [1, n_mels, frames] float32, "frames": int64}``; a shorter chunk is
 padded at the end with the log of silence (``log(log_floor)``) and ``frames`` says how much is real.
+
+:class:`MelIdeaDataset` squeezes ``crop_seconds`` of audio into a log-mel of ``width`` frames
+(:func:`ftlib.mel.resize_width`), scaled into [-1, 1] against its own peak over
+``dynamic_range_db``; :func:`x0_to_mel` maps a sampled image back to a log-mel peaking at 0.
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ from torch.utils.data import Dataset
 
 from ftlib import audio
 from ftlib.config import Config
-from ftlib.data.augment import item_rng
+from ftlib.data.augment import EpochDataset, item_rng
 from ftlib.data.cache import AudioCache, report_skipped
 from ftlib.data.sources import audio_files
-from ftlib.errors import DataError
-from ftlib.mel import MelConfig, MelSpectrogram
+from ftlib.errors import AudioError, DataError
+from ftlib.mel import MelConfig, MelSpectrogram, resize_width
 from ftlib.paths import cache_dir
 
-__all__ = ["MelCache", "MelChunkConfig", "MelChunkDataset", "FixedChunks", "synthetic_corpus"]
+__all__ = ["FixedChunks", "IdeaConfig", "MelCache", "MelChunkConfig", "MelChunkDataset", "MelIdeaDataset", "mel_to_x0",
+           "synthetic_corpus", "x0_to_mel"]
 
 
 class MelCache(AudioCache):
@@ -101,7 +107,7 @@ class FixedChunks(Dataset):
         return self.items[index]
 
 
-class MelChunkDataset(Dataset):
+class MelChunkDataset(EpochDataset):
     """Random log-mel chunks from one or several pooled ``sources`` (see module docstring): folders,
     scanned for audio, or single audio files.
 
@@ -109,8 +115,6 @@ class MelChunkDataset(Dataset):
     listed in ``.skipped``; a folder without any usable file raises DataError, as does a pool
     left empty.
     """
-
-    epoch_aware = True  # items take (epoch, index)
 
     def __init__(self, sources: str | Path | Sequence[str | Path], mel: MelConfig | None = None,
                  config: MelChunkConfig | None = None, cache: MelCache | None = None):
@@ -133,18 +137,12 @@ class MelChunkDataset(Dataset):
         self.files = usable
         self.file_frames = [self.cache.info(p)["shape"][-1] for p in self.files]
         self.lengths = cfg.lengths()
-        self.epoch = 0
         self.length = cfg.items_per_epoch or max(1, sum(n // cfg.frames for n in self.file_frames))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        """``index`` or ``(epoch, index)`` (as the trainer's sampler passes it)."""
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         return self.draw(item_rng(self.config.seed, epoch, index))
 
     def draw(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -173,3 +171,86 @@ def synthetic_corpus(config=None) -> dict[str, list[Path]]:
     config = config or synth.SynthConfig()
     root = synth.generate(synth.dataset_dir(config), config)
     return {"train": [root / "instrumentals", root / "vocals"], "valid": sorted(root.glob("valid/*/mixture.wav"))}
+
+
+# ------------------------------------------------------------------- images of the idea model
+
+@dataclasses.dataclass
+class IdeaConfig(Config):
+    """Args:
+        width: frames of every resized log-mel image.
+        crop_seconds: audio seconds squeezed into one image.
+        dynamic_range_db: level range below each image's peak mapped onto [-1, 1] (lower is clipped).
+        items_per_epoch: random crops per epoch.
+        seed: base seed of the per-item crop positions.
+    """
+
+    width: int = 256
+    crop_seconds: float = 6.0
+    dynamic_range_db: float = 80.0
+    items_per_epoch: int = 256
+    seed: int = 0
+
+    PRESETS = {"tiny": dict(width=16, crop_seconds=1.0, items_per_epoch=8)}
+
+    def validate(self) -> None:
+        self.require(self.width >= 2, f"width must be >= 2, got {self.width}")
+        self.require(self.crop_seconds > 0 and self.dynamic_range_db > 0,
+                     "crop_seconds and dynamic_range_db must be > 0")
+        self.require(self.items_per_epoch >= 1, "items_per_epoch must be >= 1")
+
+    @property
+    def log_range(self) -> float:
+        """The dynamic range in natural-log magnitude units (the log-mel's)."""
+        return self.dynamic_range_db / 20 * math.log(10)
+
+
+def mel_to_x0(log_mel: torch.Tensor, config: IdeaConfig) -> torch.Tensor:
+    """Log-mel ``[B, 1, M, W]`` -> [-1, 1], each image relative to its own peak."""
+    peak = log_mel.amax(dim=(1, 2, 3), keepdim=True)
+    return (1 + 2 * (log_mel - peak) / config.log_range).clamp(-1, 1)
+
+
+def x0_to_mel(x0: torch.Tensor, config: IdeaConfig) -> torch.Tensor:
+    """Inverse of :func:`mel_to_x0` up to the peak: a log-mel peaking at 0 (natural log)."""
+    return (x0.clamp(-1, 1) - 1) / 2 * config.log_range
+
+
+class MelIdeaDataset(EpochDataset):
+    """Random fixed-size log-mel images of audio files: items ``{"x0": [1, n_mels, width]}`` in [-1, 1].
+
+    Every file's log-mel is computed once (audio resampled to the mel rate, channels averaged);
+    item ``index`` of ``epoch`` crops a random file at a random position drawn from
+    ``item_rng(seed, epoch, index)``. Files shorter than a crop are skipped with a warning.
+    """
+
+    def __init__(self, files: Sequence[str | Path], mel: MelConfig | None = None, config: IdeaConfig | None = None):
+        self.mel_config, self.config = mel or MelConfig(), config or IdeaConfig()
+        analyse = MelSpectrogram(self.mel_config)
+        self.frames = max(2, round(self.config.crop_seconds * self.mel_config.sample_rate / self.mel_config.hop_length))
+        self.mels, skipped = [], []
+        for path in files:
+            try:
+                wave = audio.load(path, self.mel_config.sample_rate)
+            except AudioError as exc:
+                skipped.append((Path(path), str(exc)))
+                continue
+            mel = analyse(torch.from_numpy(wave).mean(0, keepdim=True))[0]  # [1, M, T]
+            if mel.shape[-1] < self.frames:
+                skipped.append((Path(path), f"shorter than {self.config.crop_seconds} s"))
+                continue
+            self.mels.append(mel)
+        report_skipped(skipped, len(files))
+        if not self.mels:
+            raise DataError(f"none of the {len(files)} files gives a {self.config.crop_seconds}-second crop; "
+                            "pass longer audio or lower crop_seconds")
+
+    def __len__(self) -> int:
+        return self.config.items_per_epoch
+
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
+        rng = item_rng(self.config.seed, epoch, index)
+        mel = self.mels[int(rng.integers(len(self.mels)))]
+        start = int(rng.integers(0, mel.shape[-1] - self.frames + 1))
+        image = resize_width(mel[None, ..., start:start + self.frames], self.config.width)
+        return {"x0": mel_to_x0(image, self.config)[0]}

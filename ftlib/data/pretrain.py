@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ftlib.data.augment import AugmentConfig, StemCrops, chance, item_rng, normalise
+from ftlib.data.augment import AugmentConfig, EpochDataset, StemCrops, chance, divide_by_mixture_peak, item_rng
 from ftlib.data.cache import SpectrogramCache, report_skipped
 from ftlib.data.sources import keep_only, scan_unlabeled
 from ftlib.errors import DataError
@@ -117,14 +116,12 @@ def mask_spans(clean: np.ndarray, rng: np.random.Generator, rate: float, span_fr
     return masked, mask
 
 
-class MaskedPretrainDataset(Dataset):
+class MaskedPretrainDataset(EpochDataset):
     """Masked crops of the music under ``root/<folders>`` (see module docstring).
 
     ``files`` restricts the files used (e.g. one side of a split). Items take ``(epoch, index)``
     like voxaug ones: crop of file ``index mod N`` from the item's own generator.
     """
-
-    epoch_aware = True
 
     def __init__(self, root: str | Path, cache: SpectrogramCache, config: PretrainConfig | None = None,
                  files: Collection[str | Path] | None = None):
@@ -136,25 +133,20 @@ class MaskedPretrainDataset(Dataset):
         if not self.files:
             raise DataError(f"{root}: none of the {len(found)} files under {', '.join(cfg.folders)} is usable "
                             f"(each needs >= {cfg.cropsize} frames of non-silent audio)")
-        self.epoch = 0
         crops = sum(self.crops.frames(p) // cfg.cropsize for p in self.files)
         self.length = cfg.items_per_epoch or max(1, crops)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         cfg = self.config
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         rng = item_rng(cfg.seed, epoch, index)
         spec = self.crops.crop(self.files[index % len(self.files)], rng)
         if chance(rng, cfg.mixup_prob):
             weight = np.float32(rng.uniform(*cfg.mixup_weight))
             spec = (1 - weight) * spec + weight * self.crops.crop(self.files[int(rng.integers(len(self.files)))], rng)
-        (clean,) = normalise(np.abs(spec))
+        (clean,) = divide_by_mixture_peak(np.abs(spec))
         if cfg.masking == "token":
             masked, mask = mask_tokens(clean, rng, cfg.token_frames, cfg.mask_rate, cfg.bert_split)
         else:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ftlib.data.augment import item_rng, normalise
+from ftlib.data.augment import divide_by_mixture_peak, item_rng
 from ftlib.data.cache import HalfSpectrogram, SpectrogramCache, report_skipped
 from ftlib.data.sources import scan_songs
 from ftlib.errors import DataError
@@ -32,7 +32,7 @@ def magnitudes(mixture: Sequence[tuple[Gain, Crop]], *stems: Sequence[tuple[Gain
     """Normalised magnitudes of sums of complex crops ``[C, F, T]``: float32 ``[mix, *stems]``, each ``[C, F, T]``.
 
     ``mix = |sum(gain * crop for gain, crop in mixture)|``, every stem likewise but clamped to at most
-    ``mix``, all divided by the maximum of ``mix`` (:func:`~ftlib.data.augment.normalise`). The crops are
+    ``mix``, all divided by the maximum of ``mix`` (:func:`~ftlib.data.augment.divide_by_mixture_peak`). The crops are
     processed in blocks of rows of about ``chunk`` values: each block of each crop is read (and
     decoded, for float16 cache entries) once, and its temporaries stay in the CPU caches instead of
     making full-size intermediate arrays (16 MB each for a stereo crop of 1024 frames).
@@ -57,7 +57,7 @@ def magnitudes(mixture: Sequence[tuple[Gain, Crop]], *stems: Sequence[tuple[Gain
                 magnitude = np.abs(_weighted_sum(plan, parts, total[:n], scaled[:n]), out=out[k, channel, block])
                 if k:
                     np.minimum(magnitude, out[0, channel, block], out=magnitude)
-    return normalise(*out)
+    return divide_by_mixture_peak(*out)
 
 
 def _rows(crop: np.ndarray) -> np.ndarray:

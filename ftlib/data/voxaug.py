@@ -26,17 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ftlib.data.augment import AugmentConfig, StemCrops, chance, item_rng, normalise
+from ftlib.data.augment import AugmentConfig, EpochDataset, StemCrops, chance, item_rng
 from ftlib.data.cache import SpectrogramCache, report_skipped
 from ftlib.data.sources import scan_pairs, scan_stems
-from ftlib.data.validation import Crop, Gain, ValidationCrops, build_songs, magnitudes
+from ftlib.data.validation import Crop, Gain, build_songs, magnitudes
 from ftlib.errors import DataError
 
 Terms = list[tuple[Gain, Crop]]  # a stem: sum of gain * complex crop [C, F, T]
 
-__all__ = ["VoxAugConfig", "VoxAugDataset", "ValidationCrops", "normalise"]
+__all__ = ["VoxAugConfig", "VoxAugDataset"]
 
 
 @dataclasses.dataclass
@@ -82,14 +81,12 @@ class VoxAugConfig(AugmentConfig):
         self.require(self.vocal_order in ("random", "cycle"), "vocal_order must be 'random' or 'cycle'")
 
 
-class VoxAugDataset(Dataset):
+class VoxAugDataset(EpochDataset):
     """Random instrumental + vocal mixtures from a stem folder (see module docstring).
 
     ``files`` (e.g. the train side of a :mod:`~ftlib.data.splits` split) restricts the stems used.
     Unusable files are skipped with one warning and listed in ``.skipped``.
     """
-
-    epoch_aware = True  # items take (epoch, index)
 
     def __init__(self, root: str | Path, cache: SpectrogramCache, config: VoxAugConfig | None = None,
                  files: Collection[str | Path] | None = None):
@@ -114,12 +111,8 @@ class VoxAugDataset(Dataset):
         if cfg.pair_prob > 0 and not self.pairs:
             raise DataError(f"{root / cfg.pairs_folder}: no usable pair (each needs >= {cfg.cropsize} frames)")
         self.cache = cache
-        self.epoch = 0
         crops = sum(self.crops.frames(p) // cfg.cropsize for p in self.instrumentals)
         self.length = cfg.items_per_epoch or max(1, crops)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
@@ -130,10 +123,8 @@ class VoxAugDataset(Dataset):
             return (epoch + index) % len(self.vocals)
         return int(rng.integers(len(self.vocals)))
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        """``index`` or ``(epoch, index)`` (as the trainer's sampler passes it)."""
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         cfg = self.config
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         rng = item_rng(cfg.seed, epoch, index)
         if chance(rng, cfg.pair_prob):
             segment = self.pairs[int(rng.integers(len(self.pairs)))]

@@ -16,7 +16,6 @@ fp16 activations, 8 in float32); :func:`ftlib.models.inspect.score_memory` adds 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Hashable, Sequence
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ftlib.devices import float32_scope
 from ftlib.layers.multichannel import MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
 
@@ -39,17 +39,6 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     """
     return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),
                                           dropout_p=dropout, scale=scale)
-
-
-def autocast_available(device_type: str) -> bool:
-    """Whether ``torch.autocast`` supports ``device_type`` in this torch build (not the meta device)."""
-    check = getattr(torch.amp, "is_autocast_available", None)
-    return bool(check(device_type)) if check is not None else device_type in ("cpu", "cuda")
-
-
-def float32_scope(device_type: str):
-    """A context in which autocast is off on ``device_type`` (scores are computed in float32)."""
-    return torch.autocast(device_type, enabled=False) if autocast_available(device_type) else contextlib.nullcontext()
 
 
 def residual_links(enabled: bool, signatures: Sequence[Hashable]) -> tuple[list[bool], list[bool]]:

@@ -15,19 +15,14 @@ from torch import nn
 from ftlib.layers.attention import fused_attention, heads_for
 from ftlib.layers.conv import FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLinear
-from ftlib.layers.transformer import FeedForward
+from ftlib.layers.transformer import FeedForward, sinusoid
 
 
 def sinusoidal_position(num_bins: int, num_frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``[F, T]`` sinusoid table: bin ``f`` holds sin (even f) or cos (odd f) of ``t * 10000^(-2(f//2)/F)``.
-
-    Computed for the length at hand (any T); built in float32, returned in ``dtype``.
-    """
-    t = torch.arange(num_frames, device=device, dtype=torch.float32)
-    k = torch.arange(num_bins, device=device) // 2
-    angles = torch.outer(10000.0 ** (-2 * k.float() / num_bins), t)  # [F, T]
-    table = torch.where((torch.arange(num_bins, device=device) % 2 == 0)[:, None], angles.sin(), angles.cos())
-    return table.to(dtype)
+    """``[F, T]`` position table: the :func:`sinusoid` features of every frame along F, sines and
+    cosines of one frequency interleaved (bin 2k: sine, bin 2k + 1: cosine of frequency k)."""
+    table = sinusoid(torch.arange(num_frames, device=device), num_bins)  # [T, F]: sines, then cosines
+    return table.view(num_frames, 2, num_bins // 2).transpose(1, 2).reshape(num_frames, num_bins).T.to(dtype)
 
 
 class ChannelNorm(nn.Module):

@@ -28,6 +28,15 @@ class SquaredReLU(nn.Module):
 ACTIVATIONS = {"gelu": nn.GELU, "relu2": SquaredReLU, "relu": nn.ReLU}
 
 
+def sinusoid(position: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of real-valued positions (timesteps, frames, alignments): ``[...]`` ->
+    ``[..., dim]``, the sines of ``dim / 2`` frequencies (periods 1 to ``max_period``), then their cosines."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=position.device) / half)
+    angles = position.float()[..., None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class TimestepEmbedding(nn.Module):
     """Diffusion timesteps ``t [B]`` (integers or floats) -> ``[B, features]``: sinusoids of
     ``features`` frequencies (periods 1 to ``max_period``), then a two-layer SiLU MLP."""
@@ -36,13 +45,11 @@ class TimestepEmbedding(nn.Module):
         super().__init__()
         if features < 2 or features % 2:
             raise ValueError(f"timestep embedding features must be even and >= 2, got {features}")
-        half = features // 2
-        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        self.features, self.max_period = features, max_period
         self.mlp = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, features))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.float()[:, None] * self.freqs[None]
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        return self.mlp(sinusoid(t, self.features, self.max_period))
 
 
 class FeedForward(nn.Module):

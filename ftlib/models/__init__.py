@@ -11,48 +11,8 @@ shape; a discriminator (``task == "discriminator"``) takes ``(mixture, candidate
 """
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from ftlib.config import Config
-from ftlib.errors import ConfigError
-
-_REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {}
-
-
-def register(name: str, config_cls: type[Config]):
-    """Class decorator adding a model family to the registry under ``name``."""
-
-    def wrap(module_cls: type[nn.Module]) -> type[nn.Module]:
-        module_cls.model_name = name
-        _REGISTRY[name] = (config_cls, module_cls)
-        return module_cls
-
-    return wrap
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def lookup(name: str) -> tuple[type[Config], type[nn.Module]]:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name]
-
-
-def build(name: str, preset: str = "tiny", **overrides: Any) -> nn.Module:
-    """Build model ``name`` from one of its config presets with field overrides."""
-    config_cls, module_cls = lookup(name)
-    return module_cls(config_cls.preset(preset, **overrides))
-
-
-def from_config(name: str, config: Config | dict[str, Any], strict: bool = True) -> nn.Module:
-    """Build model ``name`` from a config object or dict (``strict=False`` drops unknown keys)."""
-    config_cls, module_cls = lookup(name)
-    return module_cls(config if isinstance(config, config_cls) else config_cls.from_dict(dict(config), strict))
-
-
 # importing a family registers it
-from ftlib.models import asym_unet_mct, discriminators, frame_transformer, mel_reformer, temporal_unet  # noqa: E402,F401
+from ftlib.models import asym_unet_mct, discriminators, frame_transformer, mel_reformer, temporal_unet  # noqa: F401
+from ftlib.models.registry import build, from_config, list_models, lookup, mask_of, register
+
+__all__ = ["build", "from_config", "list_models", "lookup", "mask_of", "register"]

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftlib.config import Config
+from ftlib.devices import float32_scope
 from ftlib.layers import (ChannelMix, FeedForward, FrameDecoder, FrameEncoder, MultichannelLayerNorm,
                           MultichannelLinear, MultichannelMultiheadAttention, SquaredReLU, heads_for)
-from ftlib.layers.attention import float32_scope
 from ftlib.layers.convolutional import ConvolutionalEmbedding, ConvolutionalTransformerEncoder, FrameConv
 from ftlib.layers.transformer import ACTIVATIONS
-from ftlib.models import register
+from ftlib.models.registry import register
 from ftlib.models.frame_transformer import per_level
 
 

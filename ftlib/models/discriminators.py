@@ -14,7 +14,7 @@ from torch import nn
 
 from ftlib.config import Config
 from ftlib.layers import ChannelMix, FrameEncoder
-from ftlib.models import register
+from ftlib.models.registry import register
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ from torch import nn
 from ftlib.config import Config
 from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
                           TimestepEmbedding, residual_links)
-from ftlib.models import register
+from ftlib.models.registry import register
 
 
 def per_level(values: tuple, levels: int) -> tuple:
@@ -157,13 +157,9 @@ class FrameTransformerConfig(Config):
 class FrameTransformer(nn.Module):
     """Asymmetric U-Net frame transformer (see module docstring). ``config``: FrameTransformerConfig."""
 
-    task = "separation"
-
     def __init__(self, config: FrameTransformerConfig):
         super().__init__()
         self.config = cfg = config
-        if cfg.time_embedding or cfg.output != "mask":
-            self.task = "denoiser"  # not a mask model: the separator refuses it
         levels = cfg.levels
         widths = [cfg.channels * m for m in cfg.channel_multipliers]
         bins = [cfg.num_bins // 2 ** i for i in range(levels)]
@@ -215,6 +211,12 @@ class FrameTransformer(nn.Module):
             [tf for stack_ in (*self.encoder_tfs, *self.decoder_tfs) for tf in stack_]
         self._receives, self._returns = residual_links(
             cfg.residual_attention, [(tf.attn.channels, tf.attn.num_heads) for tf in order])
+
+    @property
+    def task(self) -> str:
+        """"separation" (a mask model), or "denoiser" with a timestep or a linear output (the
+        separator refuses it)."""
+        return "denoiser" if self.config.time_embedding or self.config.output != "mask" else "separation"
 
     def _run(self, index: int, block: FrameTransformerBlock, x: torch.Tensor, memories: list,
              scores: torch.Tensor | None, time: torch.Tensor | None):

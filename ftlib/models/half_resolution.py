@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ftlib.models.registry import mask_of
+
 
 class HalfResolution(nn.Module):
     """Wrap ``inner`` (a separation model with ``config.num_bins = F / 2``) to take ``[B, C, F, T]``."""
@@ -42,7 +44,7 @@ class HalfResolution(nn.Module):
             raise ValueError(f"HalfResolution expects {2 * self.config.num_bins} bins (twice the inner model's "
                              f"num_bins={self.config.num_bins}), got input of shape {tuple(x.shape)}")
         output = self.inner(x[..., ::2, :])  # nearest-neighbour downsampling of F by 2
-        half = output[0] if isinstance(output, (tuple, list)) else output
+        half = mask_of(output)
         mask = F.interpolate(half, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
         return (mask, *output[1:]) if isinstance(output, (tuple, list)) else mask
 

@@ -6,25 +6,29 @@ import torch
 from torch import nn
 
 from ftlib.layers import MultichannelMultiheadAttention
-from ftlib.models import list_models, lookup
+from ftlib.models.registry import list_models, lookup
+
+
+def _on_meta(name: str, preset: str = "default", **overrides) -> nn.Module:
+    """A model of a preset on the meta device (no memory is allocated)."""
+    config_cls, module_cls = lookup(name)
+    with torch.device("meta"):
+        return module_cls(config_cls.preset(preset, **overrides))
 
 
 def count_parameters(name: str, preset: str = "default", **overrides) -> int:
-    """Parameters of a preset, counted on the meta device (no memory is allocated)."""
-    config_cls, module_cls = lookup(name)
-    with torch.device("meta"):
-        model = module_cls(config_cls.preset(preset, **overrides))
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of a preset, counted on the meta device."""
+    return sum(p.numel() for p in _on_meta(name, preset, **overrides).parameters())
 
 
 def preset_table() -> list[dict]:
     """One row per (model, preset): ``{"model", "preset", "parameters", "task"}``."""
     rows = []
     for name in list_models():
-        config_cls, module_cls = lookup(name)
-        for preset in ("default", *config_cls.PRESETS):
-            rows.append({"model": name, "preset": preset, "parameters": count_parameters(name, preset),
-                         "task": getattr(module_cls, "task", "")})
+        for preset in ("default", *lookup(name)[0].PRESETS):
+            model = _on_meta(name, preset)
+            rows.append({"model": name, "preset": preset, "parameters": sum(p.numel() for p in model.parameters()),
+                         "task": getattr(model, "task", "")})
     return rows
 
 
@@ -53,23 +57,20 @@ def score_memory(name: str, preset: str = "default", batch_size: int = 8, frames
     such layer holds its ``[B, C, H, T, Tm]`` attention weights, ``bytes_per_score`` per score (6 with
     bf16/fp16 activations: float32 weights and a half-precision copy; 4 in float32). Layers on the
     fused kernel keep no score maps. Computed on the meta device: nothing is allocated."""
-    config_cls, module_cls = lookup(name)
-    with torch.device("meta"):
-        model = module_cls(config_cls.preset(preset, **overrides)).train()
-        scores = []
+    model = _on_meta(name, preset, **overrides).train()
+    scores = []
 
-        def hook(layer, args, kwargs, output):
-            x, memory = args[0], kwargs.get("memory")
-            explicit = kwargs.get("prev_scores") is not None or kwargs.get("return_scores") or layer.force_explicit
-            if explicit:
-                frames_in = x.shape[-1] if memory is None else memory.shape[-1]
-                scores.append(x.shape[0] * layer.channels * layer.num_heads * x.shape[-1] * frames_in)
+    def hook(layer, args, kwargs, output):
+        x, memory = args[0], kwargs.get("memory")
+        if kwargs.get("prev_scores") is not None or kwargs.get("return_scores") or layer.force_explicit:
+            frames_in = x.shape[-1] if memory is None else memory.shape[-1]
+            scores.append(x.shape[0] * layer.channels * layer.num_heads * x.shape[-1] * frames_in)
 
-        layers = [m for m in model.modules() if isinstance(m, MultichannelMultiheadAttention)]
-        handles = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
-        try:
-            model(torch.empty(batch_size, model.config.in_channels, model.config.num_bins, frames))
-        finally:
-            for handle in handles:
-                handle.remove()
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()
+               if isinstance(m, MultichannelMultiheadAttention)]
+    try:
+        model(torch.empty(batch_size, model.config.in_channels, model.config.num_bins, frames, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
     return sum(scores) * bytes_per_score

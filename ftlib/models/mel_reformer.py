@@ -25,10 +25,11 @@ from torch import nn
 
 from ftlib.config import Config
 from ftlib.errors import ConfigError
+from ftlib.layers.transformer import sinusoid
 from ftlib.mel import resize_width
-from ftlib.models import register
+from ftlib.models.registry import register
 
-__all__ = ["MelReformerConfig", "MelReformer", "Attention", "LayerCache", "sinusoid"]
+__all__ = ["MelReformerConfig", "MelReformer", "Attention", "LayerCache"]
 
 
 @dataclasses.dataclass
@@ -80,14 +81,6 @@ class MelReformerConfig(Config):
     @property
     def max_frames(self) -> int:
         return self.max_tokens * self.fold
-
-
-def sinusoid(position: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of real-valued positions: ``[...]`` -> ``[..., dim]``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=position.device) / half)
-    angles = position.float()[..., None] * freqs
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 @dataclasses.dataclass
@@ -215,10 +208,10 @@ class MelReformer(nn.Module):
         n_mels, fold = self.config.n_mels, self.config.fold
         return tokens.unflatten(-1, (n_mels, fold)).permute(0, 2, 1, 3).reshape(b, 1, n_mels, length * fold)
 
-    def normalise(self, mel: torch.Tensor) -> torch.Tensor:
+    def standardise(self, mel: torch.Tensor) -> torch.Tensor:
         return (mel - self.config.mel_mean) / self.config.mel_std
 
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+    def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.config.mel_std + self.config.mel_mean
 
     def idea(self, mel: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
@@ -241,7 +234,7 @@ class MelReformer(nn.Module):
             raise ConfigError(f"the idea must have idea_width={self.config.idea_width} columns, got {idea.shape[-1]}; "
                               f"make it with ftlib.mel.resize_width or model.idea")
         columns = torch.arange(self.config.idea_width, device=idea.device) + 0.5
-        x = self.idea_in(self.normalise(idea)[:, 0].transpose(1, 2))
+        x = self.idea_in(self.standardise(idea)[:, 0].transpose(1, 2))
         x = x + self.idea_pos + self.align(sinusoid(columns, self.config.dim))
         for block in self.encoder:
             x = block(x)
@@ -271,14 +264,14 @@ class MelReformer(nn.Module):
         b, t = mel.shape[0], mel.shape[-1]
         if frames is None:
             frames = torch.full((b,), t, device=mel.device)
-        tokens = self.fold_tokens(self.normalise(mel))
+        tokens = self.fold_tokens(self.standardise(mel))
         if tokens.shape[1] > self.config.max_tokens:
             raise ConfigError(f"{t} frames make {tokens.shape[1]} tokens, more than max_tokens={self.config.max_tokens}; "
                               f"use shorter chunks or a larger max_tokens")
         memory, log_frames = self.encode(self.idea(mel, frames))
         inputs = torch.cat([self.start.expand(b, 1, -1), tokens[:, :-1]], dim=1)
         out = self.decode(inputs, self.cross_keys_values(memory), frames)
-        return self.denormalise(self.unfold_tokens(out))[..., :t], log_frames
+        return self.unstandardise(self.unfold_tokens(out))[..., :t], log_frames
 
     def predicted_frames(self, log_frames: torch.Tensor) -> torch.Tensor:
         """Frame counts ``[B]`` (int64, in ``[1, max_frames]``) from predicted ``log(frames)``."""
@@ -311,6 +304,6 @@ class MelReformer(nn.Module):
             else:
                 out = self.decode(torch.cat(tokens, dim=1), cross, frames)[:, -1:]
             tokens.append(out)
-        mel = self.denormalise(self.unfold_tokens(torch.cat(tokens[1:], dim=1)))[..., :int(frames.max())]
+        mel = self.unstandardise(self.unfold_tokens(torch.cat(tokens[1:], dim=1)))[..., :int(frames.max())]
         past = torch.arange(mel.shape[-1], device=mel.device) >= frames[:, None]
         return mel.masked_fill(past[:, None, None], self.config.floor), frames

@@ -18,7 +18,7 @@ from torch import nn
 from ftlib.config import Config
 from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
                           residual_links)
-from ftlib.models import register
+from ftlib.models.registry import register
 from ftlib.models.frame_transformer import per_level
 
 

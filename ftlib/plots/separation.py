@@ -5,9 +5,12 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
-__all__ = ["training_curves", "spectrograms", "sdr_table_figure", "attention_maps", "table_figure",
+from ftlib.audio import Spectrogram
+
+__all__ = ["training_curves", "magnitudes", "spectrograms", "sdr_table_figure", "attention_grid", "table_figure",
            "score_comparison"]
 
 
@@ -30,6 +33,12 @@ def training_curves(records: Sequence[dict], title: str = "") -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def magnitudes(waves: dict[str, np.ndarray], n_fft: int = 2048, hop_length: int = 1024) -> dict[str, np.ndarray]:
+    """STFT magnitudes ``[C, F, T]`` of named waveforms ``[C, S]``, for :func:`spectrograms`."""
+    spec = Spectrogram(n_fft=n_fft, hop_length=hop_length)
+    return {name: spec.stft(torch.from_numpy(np.ascontiguousarray(wave))).abs().numpy() for name, wave in waves.items()}
 
 
 def _db(magnitude: np.ndarray) -> np.ndarray:
@@ -71,7 +80,7 @@ def sdr_table_figure(rows: Sequence[dict], stems: Sequence[str] = ("vocals", "in
     return fig
 
 
-def attention_maps(maps: dict[str, np.ndarray], columns: int = 4, max_maps: int = 16) -> Figure:
+def attention_grid(maps: dict[str, np.ndarray], columns: int = 4, max_maps: int = 16) -> Figure:
     """A grid of attention maps (first channel, heads averaged), one panel per attention layer.
 
     ``maps``: name -> weights ``[C, H, T, Tm]`` (as from :func:`ftlib.models.inspect.attention_maps`).

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ftlib import checkpoint
 from ftlib.config import Config
@@ -56,6 +55,7 @@ from ftlib.errors import CheckpointError, DataError, FtlibError
 from ftlib.train import curriculum
 from ftlib.train.ema import EMA
 from ftlib.train.precision import MODES, Precision
+from ftlib.train.progress import Progress
 from ftlib.train.sampler import StepBatchSampler
 from ftlib.train.schedule import warmup_poly
 
@@ -199,8 +199,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 # -------------------------------------------------------------------------------- validation
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, batch_size: int = 8,
-             device: torch.device | str | None = None) -> float:
+def validation_loss(model: nn.Module, data: Dataset, loss_fn: LossFn, batch_size: int = 8,
+                    device: torch.device | str | None = None) -> float:
     """Mean of ``loss_fn`` over ``data`` (weighted by batch size), in eval mode, on ``device``
     (default: the model's)."""
     device = torch.device(device) if device is not None else model_device(model)
@@ -232,7 +232,7 @@ def context_length_study(model: nn.Module, valid_at: Callable[[int], Dataset], l
         except (DataError, ValueError):
             continue
         if len(data):
-            rows.append({"cropsize": int(cropsize), "valid_loss": evaluate(model, data, loss_fn, batch_size, device),
+            rows.append({"cropsize": int(cropsize), "valid_loss": validation_loss(model, data, loss_fn, batch_size, device),
                          "items": len(data)})
     return rows
 
@@ -465,7 +465,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
     def validate() -> float:
         value = torch.zeros(1, device=device)
         if main:
-            value[0] = evaluate(averaged(), valid_data, valid_loss_fn, config.batch_size)
+            value[0] = validation_loss(averaged(), valid_data, valid_loss_fn, config.batch_size)
         if accel.num_processes > 1:
             from accelerate.utils import broadcast
 
@@ -475,7 +475,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
     params = [p for g in groups for p in g["params"]]
     model.train()
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not main, dynamic_ncols=True)
+    bar = Progress(config.steps, step, enabled=main)
     started, window, norm = time.time(), _Window(device), torch.zeros((), device=device)
     while step < end:
         stage = data.stage(step)
@@ -504,8 +504,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
         skipped += bad
         step += 1
         window.add({}, loss=total)
-        bar.update(1)
-        if step % config.log_every == 0 or step == end:
+        logged = step % config.log_every == 0 or step == end
+        if logged:
             means = window.flush(accel)
             record = {"step": step, "loss": means.pop("loss"), "lr": config.lr_at(step - 1), "grad_norm": float(norm),
                       "skipped_steps": int(skipped), "elapsed": time.time() - started,
@@ -513,7 +513,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
             if config.curriculum:
                 record["cropsize"] = stage.cropsize
             log({**record, **means})
-            bar.set_postfix(loss=f"{record['loss']:.5f}")
+        bar.update(step, record["loss"] if logged else None)
         last = step == config.steps
         if valid_data is not None and ((config.eval_every and step % config.eval_every == 0) or last):
             valid_loss = validate()

@@ -16,15 +16,10 @@ from typing import Any
 
 import torch
 
+from ftlib.devices import native_bf16
+
 DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", *DTYPES)
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """True on a CUDA device with bf16 tensor cores (compute capability >= 8.0); ``torch.cuda.
-    is_bf16_supported()`` also counts emulation, which is slow and keeps flash attention off."""
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def resolve(mode: str, device: torch.device | str) -> str:

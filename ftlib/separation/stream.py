@@ -7,8 +7,6 @@ samples and frames exist at any time. Audio blocks are float32 ``[C, n]``; frame
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from ftlib.atomic import Pending
 from ftlib.audio import Spectrogram, match_channels
 from ftlib.errors import AudioError, ConfigError
 
@@ -88,10 +87,8 @@ class StemWriter:
         fmt = self.path.suffix.lower().lstrip(".")
         kind = subtype(fmt, bit_depth)
         self.clip = kind.startswith("PCM")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=f".{fmt}", dir=self.path.parent)
-        os.close(fd)
-        self.file = sf.SoundFile(self.tmp, "w", sample_rate, channels, kind, format=fmt.upper())
+        self.pending = Pending(self.path)
+        self.file = sf.SoundFile(self.pending.tmp, "w", sample_rate, channels, kind, format=fmt.upper())
         for key, value in (tags or {}).items():
             setattr(self.file, key, value)  # before any audio: FLAC writes its comments up front
 
@@ -100,13 +97,11 @@ class StemWriter:
 
     def commit(self) -> Path:
         self.file.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self.pending.commit()
 
     def discard(self) -> None:
         self.file.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self.pending.discard()
 
 
 # ------------------------------------------------------------------------------- STFT / ISTFT

@@ -23,7 +23,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ftlib.config import Config
-from ftlib.losses import first, separation_l1
+from ftlib.losses import separation_l1
+from ftlib.models import mask_of
 
 PHASES = ("discriminator", "generator")
 
@@ -78,14 +79,14 @@ class AdversarialSeparation(nn.Module):
         cfg = self.settings
         if phase == "discriminator":
             with torch.no_grad():
-                estimate = first(self.generator(mixture)) * mixture
+                estimate = mask_of(self.generator(mixture)) * mixture
             real = _gan_loss(self.discriminator(mixture, target), True, cfg.objective)
             fake = _gan_loss(self.discriminator(mixture, estimate), False, cfg.objective)
             loss = 0.5 * (real + fake)
             return loss, {"d_real": real.detach(), "d_fake": fake.detach()}
         if phase != "generator":
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        estimate = first(self.generator(mixture)) * mixture
+        estimate = mask_of(self.generator(mixture)) * mixture
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         adversarial = _gan_loss(functional_call(self.discriminator, frozen, (mixture, estimate)), True, cfg.objective)
         l1 = F.l1_loss(estimate.float(), target.float())

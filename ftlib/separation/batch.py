@@ -14,30 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from tqdm.auto import tqdm
 
+from ftlib.atomic import replacing
 from ftlib.audio import is_audio_file
 from ftlib.errors import DataError, FtlibError
+from ftlib.separation.separator import STEM_NAMES, Separator, stem_paths
 
-if TYPE_CHECKING:
-    from ftlib.separate import Separator
-
-STEM_NAMES = {"instrumental": "Instruments", "vocals": "Vocals"}
 PLAYLIST_KEYS = ("output", "convert", "copy")
-
-
-def stem_paths(source: str | Path, out_dir: str | Path, fmt: str = "wav", vocals: bool = True,
-               suffix: str = "") -> dict[str, Path]:
-    """``{"instrumental": out_dir/<name>_Instruments<suffix>.<fmt>, "vocals": .../<name>_Vocals<suffix>.<fmt>}``."""
-    stems = ("instrumental", "vocals") if vocals else ("instrumental",)
-    return {s: Path(out_dir) / f"{Path(source).stem}_{STEM_NAMES[s]}{suffix}.{fmt}" for s in stems}
 
 
 @dataclasses.dataclass
@@ -50,7 +39,7 @@ class Job:
 
 
 @dataclasses.dataclass
-class Report:
+class BatchResult:
     """What a batch did: outputs per separated source, skipped (already done) and failed inputs."""
 
     done: dict[Path, dict[str, Path]] = dataclasses.field(default_factory=dict)
@@ -93,7 +82,7 @@ def read_playlist(path: str | Path, out_dir: str | Path) -> list[Job]:
     return jobs
 
 
-def collect(inputs: list[str | Path], out_dir: str | Path) -> tuple[list[Job], dict[Path, str]]:
+def collect_jobs(inputs: list[str | Path], out_dir: str | Path) -> tuple[list[Job], dict[Path, str]]:
     """Jobs for files (as given), folders (their audio files, sorted) and ``.json`` playlists, with
     the inputs refused up front (bad playlists, two inputs writing the same outputs)."""
     jobs: list[Job] = []
@@ -121,25 +110,18 @@ def collect(inputs: list[str | Path], out_dir: str | Path) -> tuple[list[Job], d
 # ---------------------------------------------------------------------------------- the batch
 
 def _copy(source: Path, target: Path) -> Path:
-    """Copy atomically (temp file, then rename)."""
+    """Copy atomically."""
     if not source.is_file():
         raise DataError(f"{source}: no such file to copy")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    os.close(fd)
-    try:
+    with replacing(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
-def separate_all(separator: "Separator", inputs: list[str | Path], out_dir: str | Path, fmt: str = "wav",
+def separate_all(separator: Separator, inputs: list[str | Path], out_dir: str | Path, fmt: str = "wav",
                  vocals: bool = True, bit_depth: int | None = None, model_names: bool = False,
                  overwrite: bool = False, progress: bool = True, out: TextIO | None = None,
-                 err: TextIO | None = None) -> Report:
+                 err: TextIO | None = None) -> BatchResult:
     """Separate (or copy) every input into ``out_dir``; what ``ftlib separate`` runs.
 
     Songs whose outputs exist are skipped unless ``overwrite``; a failing input is reported on
@@ -147,8 +129,8 @@ def separate_all(separator: "Separator", inputs: list[str | Path], out_dir: str 
     Raises DataError only when the inputs hold nothing to do.
     """
     out, err = out or sys.stdout, err or sys.stderr
-    jobs, refused = collect(inputs, out_dir)
-    report = Report(failed=dict(refused))
+    jobs, refused = collect_jobs(inputs, out_dir)
+    report = BatchResult(failed=dict(refused))
     for source, reason in refused.items():
         print(f"skipped {source}: {reason}", file=err)
     if not jobs and not refused:

@@ -24,18 +24,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ftlib import checkpoint, streaming
+from ftlib import checkpoint
 from ftlib.audio import Spectrogram, SpectrogramConfig
-from ftlib.batch import stem_paths
+from ftlib.devices import autocast_available, default_device, native_bf16
 from ftlib.errors import AudioError, CheckpointError, ConfigError, SeparationError
-from ftlib.losses import first
-from ftlib.streaming import AudioSource, IstftStream, StemWriter, StftStream
-from ftlib.layers.attention import autocast_available
-from ftlib.train.precision import native_bf16
+from ftlib.models import mask_of
+from ftlib.separation import stream
+from ftlib.separation.stream import AudioSource, IstftStream, StemWriter, StftStream
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-8
+STEM_NAMES = {"instrumental": "Instruments", "vocals": "Vocals"}
 ENSEMBLES = ("average", "min", "max", "waveform")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMALISE = ("song", "chunk")
@@ -43,6 +43,13 @@ POSTPROCESS = dict(threshold=0.01, min_frames=64, fade=32)  # tsurumeso/vocal-re
 
 
 # ------------------------------------------------------------------------------------ models
+
+def stem_paths(source: str | Path, out_dir: str | Path, fmt: str = "wav", vocals: bool = True,
+               suffix: str = "") -> dict[str, Path]:
+    """``{"instrumental": out_dir/<name>_Instruments<suffix>.<fmt>, "vocals": .../<name>_Vocals<suffix>.<fmt>}``."""
+    stems = ("instrumental", "vocals") if vocals else ("instrumental",)
+    return {s: Path(out_dir) / f"{Path(source).stem}_{STEM_NAMES[s]}{suffix}.{fmt}" for s in stems}
+
 
 def check_model(model: nn.Module, source: str = "model") -> nn.Module:
     """Raise CheckpointError unless ``model`` maps a magnitude ``[1, C, F, T]`` to a mask of that shape."""
@@ -55,7 +62,7 @@ def check_model(model: nn.Module, source: str = "model") -> nn.Module:
     x = torch.rand(1, config.in_channels, config.num_bins, 16)
     try:
         with torch.inference_mode():
-            out = first(model.eval()(x))
+            out = mask_of(model.eval()(x))
     except Exception as exc:
         raise CheckpointError(f"{source}: the {name!r} model fails on a magnitude of shape {tuple(x.shape)} ({exc}); "
                               "is it a separation model?") from exc
@@ -77,14 +84,6 @@ def checkpoint_name(path: str | Path) -> str:
     path = path.parent if path.suffix == ".safetensors" else path
     name = f"{path.parents[1].name}-{path.name}" if path.parent.name == "checkpoints" else path.name
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -113,7 +112,7 @@ class _Forward:
 
     def _run(self, index: int, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return first(self.models[index](x)).float()
+            return mask_of(self.models[index](x)).float()
 
     def __call__(self, index: int, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device)
@@ -261,6 +260,21 @@ def predict_mask(model: nn.Module, magnitude: torch.Tensor, cropsize: int = 256,
                          scale=1.0 / (float(magnitude.max()) + EPS))
     with bar:
         return stream.push(magnitude, last=True)
+
+
+def separate_with_mask(model: nn.Module, wave: np.ndarray, cropsize: int = 256, padding: int = 32) -> dict[str, np.ndarray]:
+    """Run ``model`` once on a mixture ``[C, S]``: ``magnitude`` and instrumental ``mask`` ``[C, F, T]``
+    (Nyquist bin dropped), ``instrumental`` and ``vocals`` ``[C, S]`` (what a Separator without
+    test-time augmentation gives)."""
+    bins = model.config.num_bins
+    spec = Spectrogram(n_fft=2 * bins, hop_length=bins)
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    stft = spec.stft(torch.from_numpy(wave))
+    magnitude = Spectrogram.to_model(stft.abs())
+    mask = predict_mask(model, magnitude, cropsize, padding, batch_size=1).cpu()
+    instrumental = spec.istft(stft * Spectrogram.from_model(mask), wave.shape[-1]).numpy()
+    return {"magnitude": magnitude.numpy(), "mask": mask.numpy(), "instrumental": instrumental,
+            "vocals": wave - instrumental}
 
 
 # ----------------------------------------------------------------------------- post-process
@@ -472,7 +486,7 @@ class Separator:
         if wave.ndim != 2 or wave.shape[0] != self.channels:
             raise AudioError(f"expected audio of shape [{self.channels}, samples], got {tuple(wave.shape)}")
         wave = np.ascontiguousarray(wave, dtype=np.float32)
-        blocks = [wave[:, i:i + streaming.BLOCK] for i in range(0, wave.shape[-1], streaming.BLOCK)]
+        blocks = [wave[:, i:i + stream.BLOCK] for i in range(0, wave.shape[-1], stream.BLOCK)]
         parts: dict[str, list[np.ndarray]] = {"instrumental": [], "vocals": []}
 
         def collect(stems: dict[str, np.ndarray]) -> None:

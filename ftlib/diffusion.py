@@ -234,18 +234,18 @@ class Diffusion:
             return torch.randn(tuple(shape), generator=generator).to(device)
 
         timesteps = self.sample_steps(sampler, steps)
-        x, history = noise(), []
+        x, states = noise(), []
         for i, t in enumerate(timesteps):
             tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
             x0, eps = self.predict(denoiser(x, tt, condition=condition).float(), x, tt)
             if trajectory:
-                history.append({"t": t, "x_t": x.cpu(), "x0": x0.cpu()})
+                states.append({"t": t, "x_t": x.cpu(), "x0": x0.cpu()})
             if sampler == "ddpm":
                 x = self.ddpm_step(x, t, x0, noise() if t > 0 else None)
             else:
                 t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
                 x = self.ddim_step(t, t_prev, x0, eps, eta, noise() if eta > 0 and t_prev >= 0 else None)
-        return (x, history) if trajectory else x
+        return (x, states) if trajectory else x
 
 
 def denoiser_config(config: Config, condition_channels: int = 0) -> Config:
