@@ -3,12 +3,14 @@
 A checkpoint is a folder::
 
     model.safetensors   weights; its metadata repeats the model name and config
-    config.json         {"model": name, "config": {...}, "format": 1}
+    config.json         {"model": name, "config": {...}, "format": 1, "inference": {...}}
     state.safetensors   (optional) every tensor of the training state
     state.json          (optional) the rest of the training state, tensors replaced by references
 
-It is written into a temporary sibling folder and renamed into place, so a crash never leaves a
-half-written checkpoint under the final name.
+``inference`` (optional) holds how the model was trained to be run: ``cropsize`` (the training crop
+size), ``padding``, and after a context-length study ``best_cropsize``; separation uses them unless
+told otherwise. It is written into a temporary sibling folder and renamed into place, so a crash never
+leaves a half-written checkpoint under the final name.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ftlib import atomic
 from ftlib.atomic import replacing
 from ftlib.errors import CheckpointError
 
@@ -69,12 +72,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save(model: nn.Module, path: str | Path, **state: Any) -> Path:
-    """Write ``model`` (and optional training ``state``) as a checkpoint folder at ``path``, atomically."""
+def save(model: nn.Module, path: str | Path, inference: dict[str, Any] | None = None, **state: Any) -> Path:
+    """Write ``model`` (and optional training ``state``) as a checkpoint folder at ``path``, atomically.
+    ``inference`` defaults to the model's own ``inference`` attribute (set when it was loaded or trained)."""
     model = unwrap(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"model": model.model_name, "config": model.config.to_dict(), "format": FORMAT}
+    inference = inference if inference is not None else getattr(model, "inference", None)
+    if inference:
+        header["inference"] = dict(inference)
     with replacing(path, folder=True) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, tmp / "model.safetensors", metadata={"ftlib": json.dumps(header)})
@@ -97,13 +104,22 @@ def _folder(path: str | Path) -> Path:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """The ``{"model", "config"}`` header of a checkpoint."""
+    """The ``{"model", "config", "inference"}`` header of a checkpoint (``inference`` may be empty)."""
     path = _folder(path)
     try:
         header = json.loads((path / "config.json").read_text())
-        return {"model": header["model"], "config": header["config"]}
+        return {"model": header["model"], "config": header["config"], "inference": header.get("inference", {})}
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise CheckpointError(f"{path}/config.json is missing or corrupt ({exc})") from exc
+
+
+def update_inference(path: str | Path, **values: Any) -> dict[str, Any]:
+    """Add ``values`` to a checkpoint's inference settings (atomically); returns them all."""
+    path = _folder(path)
+    header = json.loads((path / "config.json").read_text())
+    header["inference"] = {**header.get("inference", {}), **values}
+    atomic.write_text(path / "config.json", json.dumps(header, indent=2) + "\n")
+    return header["inference"]
 
 
 def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -135,6 +151,7 @@ def load(path: str | Path, expect: str | None = None, map_location: str | torch.
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the {header['model']!r} config ({exc})") from exc
+    model.inference = header["inference"]
     return model
 
 

@@ -169,7 +169,9 @@ def _separator(args: argparse.Namespace):
     from ftlib.separation import Separator
 
     options = {k: getattr(args, k) for k in SEPARATOR_OPTIONS if getattr(args, k, None) not in (None, False)}
-    return Separator.from_checkpoint(args.model if len(args.model) > 1 else args.model[0], **options)
+    separator = Separator.from_checkpoint(args.model if len(args.model) > 1 else args.model[0], **options)
+    print(f"separating with {separator.settings}", file=sys.stderr)
+    return separator
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
@@ -207,8 +209,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_separator_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("separation")
-    g.add_argument("--cropsize", type=int, help="frames per chunk (default: 256)")
-    g.add_argument("--padding", type=int, help="real context frames on each side of a chunk (default: 64)")
+    g.add_argument("--cropsize", type=int, help="frames per chunk (default: the checkpoint's best or training crop "
+                                                "size, else 256)")
+    g.add_argument("--padding", type=int, help="real context frames on each side of a chunk (default: the "
+                                               "checkpoint's, else a quarter of the crop size; 64 for old checkpoints)")
     g.add_argument("--batch-size", type=int, help="chunks per forward pass (default: 16 on GPUs, 1 on CPU)")
     g.add_argument("--device", help="torch device, e.g. cpu, cuda:0 or mps (default: best available)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),

@@ -35,3 +35,17 @@ def test_bench_script_prints_a_row_per_case():
     assert set(rows) == {"frame_transformer/tiny", "temporal_unet/tiny"}
     assert all(ratio > 0 for ratio in rows.values())
     assert re.search(r"^\s+16\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x$", out, re.M)  # the attention layer alone
+
+
+@pytest.mark.slow
+def test_gpu_acceptance_script_runs_every_check_on_the_cpu(tmp_path):
+    script = BENCH.parent / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--work", str(tmp_path), "--device", "cpu", "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = re.findall(r"^(PASS|FAIL) ", done.stdout, re.M)
+    assert len(rows) > 20 and set(rows) == {"PASS"}
+    table = (tmp_path / "figures.md").read_text()
+    assert "separation RTF" in table and "explicit / fused time" in table
+    shell = subprocess.run(["bash", "-n", str(BENCH.parent / "gpu_check.sh")], capture_output=True, text=True)
+    assert shell.returncode == 0, shell.stderr

@@ -240,6 +240,7 @@ class FakeSeparator:
 
     def __init__(self, checkpoint, options):
         self.checkpoint, self.options = checkpoint, options
+        self.settings = "cropsize 256 (the default), padding 64"
 
     @classmethod
     def from_checkpoint(cls, checkpoint, **options):

@@ -15,7 +15,7 @@ full decode-sized read at every start.
 
 Trust: every open checks the sidecar against the ``.npy`` header and the exact file size (catches
 truncation and garbage headers); with ``verify=True`` the first open in a process also checks the
-CRC-32 of the data (~10 ms per 40 MB). An entry failing either check is rebuilt, never used. Open
+CRC-32 of the data. An entry failing either check is rebuilt, never used. Open
 maps are reused while the entry's (inode, size, mtime) stay the same; an entry changed on disk is
 reopened and checked again.
 """

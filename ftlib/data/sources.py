@@ -116,3 +116,26 @@ def scan_unlabeled(folder: str | Path) -> list[Path]:
     if not files:
         raise DataError(f"{folder}: no audio files (.wav, .flac, .ogg, .mp3) found")
     return files
+
+
+def report_conversions(root: str | Path, sample_rate: int = 44100, channels: int = 2) -> list[str]:
+    """Log (once, as one warning) and return the stems of ``root/{instrumentals,vocals}`` that will be
+    converted when read: mono or multichannel files, other sample rates. Headers only: nothing is decoded."""
+    import soundfile as sf
+
+    notes = []
+    for name in ("instrumentals", "vocals"):
+        folder = Path(root) / name
+        for path in audio_files(folder, recursive=True) if folder.is_dir() else []:
+            try:
+                info = sf.info(str(path))
+            except Exception:  # unreadable files are reported when the cache reads them
+                continue
+            if info.channels != channels:
+                notes.append(f"{path}: {info.channels} channel(s), {'duplicated' if info.channels == 1 else 'mixed down'} "
+                             f"to {channels}")
+            if info.samplerate != sample_rate:
+                notes.append(f"{path}: {info.samplerate} Hz, resampled to {sample_rate} Hz")
+    if notes:
+        log.warning("%d stem(s) are converted when read:\n  %s", len(notes), "\n  ".join(notes))
+    return notes

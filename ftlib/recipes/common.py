@@ -66,7 +66,12 @@ class DataSection(Config):
     """Args:
         root: dataset folder (``instrumentals/``, ``vocals/``, ``valid/<song>/``); empty: the
             synthetic songs of ``synth`` (generated on first use).
-        valid_folder: validation songs, relative to ``root``.
+        valid_folder: validation songs, relative to ``root`` (or absolute). When ``root`` has no such
+            folder, the separation recipe holds out stems and mixes them into songs in the run folder.
+        valid_songs: how many validation songs it makes then.
+        split_seed: seed of that split (apart from ``seed``, so runs of several seeds share their
+            validation songs).
+        split: a ``split.json`` whose training side restricts the stems used (set when stems are held out).
         synth: size and seed of the synthetic songs (when ``root`` is empty).
         spectrogram: STFT of the cached spectrograms; the model's ``num_bins`` follows it.
         cache_dtype: "complex64" or "float16" storage of the STFT cache.
@@ -75,6 +80,9 @@ class DataSection(Config):
 
     root: str = ""
     valid_folder: str = "valid"
+    valid_songs: int = 6
+    split_seed: int = 0
+    split: str = ""
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
     spectrogram: SpectrogramConfig = dataclasses.field(default_factory=SpectrogramConfig)
     cache_dtype: str = "complex64"
@@ -85,6 +93,20 @@ class DataSection(Config):
         if self.root:
             return Path(self.root)
         return synth.generate(synth.dataset_dir(self.synth), self.synth)
+
+    def validate(self) -> None:
+        self.require(self.valid_songs >= 1, "valid_songs must be >= 1")
+
+    def valid_path(self) -> Path:
+        """The validation songs' folder."""
+        return Path(self.valid_folder) if Path(self.valid_folder).is_absolute() else self.dataset_root() / self.valid_folder
+
+    def train_files(self) -> list[Path] | None:
+        """The stems training may use: the training side of ``split``, or None (every stem)."""
+        if not self.split:
+            return None
+        data = json.loads(Path(self.split).read_text())
+        return [Path(data["root"]) / p for p in data["train"]]
 
     def cache(self) -> SpectrogramCache:
         """The shared STFT cache (``<ftlib cache>/spectrograms``) with these STFT settings."""
@@ -119,14 +141,16 @@ def read_config(run_dir: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def train_parts(recipe: str, config: Config, build: Callable[[Config], Parts], run_dir: str | Path,
-                stop_after: int | None = None) -> nn.Module:
-    """Build the parts (one process per node builds data caches, the others wait and reuse them),
-    write ``config.json`` and train into ``run_dir``, resuming it. Returns the trained model (a
+                stop_after: int | None = None, prepare: Callable[[Config, Path], Config] | None = None) -> nn.Module:
+    """Prepare the data (``prepare(config, run_dir) -> config``, e.g. validation songs made in the run
+    folder) and build the parts, one process per node while the others wait and reuse its files and
+    caches; write ``config.json`` and train into ``run_dir``, resuming it. Returns the trained model (a
     wrapper's ``export()``, e.g. a generator without its discriminator)."""
     run_dir = Path(run_dir)
     train: TrainConfig = config.train
     state = process_state(train.timeout_minutes, cpu=train.device == "cpu" or None)
     with state.local_main_process_first():
+        config = prepare(config, run_dir) if prepare is not None else config
         parts = build(config)
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftlib import atomic, losses, models
+from ftlib import atomic, checkpoint, losses, models
 from ftlib.config import Config as Section
+from ftlib.data.holdout import SPLIT_FILE, make_validation_songs
+from ftlib.data.sources import report_conversions
 from ftlib.data.synth import SynthConfig
 from ftlib.data.validation import ValidationCrops
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
@@ -75,19 +77,20 @@ class EvaluationSection(Section):
     """Args:
         validation_cropsize: crop size of the fixed validation crops (0: the training crop size).
         context_cropsizes: crop sizes of the context-length study after training (empty: none).
-        cropsize: frames per chunk when separating the validation songs (0: the training crop size).
-        padding: real context frames on each side of a chunk.
+        cropsize: frames per chunk when separating songs (0: the model's own: the best crop size of
+            the context-length study, else the training crop size); checkpoints record it.
+        padding: real context frames on each side of a chunk (None: a quarter of the crop size).
         songs: validation songs separated whole after training (0: none).
     """
 
     validation_cropsize: int = 0
     context_cropsizes: tuple[int, ...] = (256, 512, 1024, 2048)
     cropsize: int = 0
-    padding: int = 64
+    padding: int | None = None
     songs: int = 8
 
     def validate(self) -> None:
-        self.require(min(self.validation_cropsize, self.cropsize, self.padding, self.songs) >= 0,
+        self.require(min(self.validation_cropsize, self.cropsize, self.padding or 0, self.songs) >= 0,
                      "crop sizes, padding and songs must be >= 0")
 
 
@@ -113,11 +116,11 @@ class Config(Section):
                      train=dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, eval_every=0,
                                 checkpoint_every=0, ema_decay=0.0),
                      adversarial=dict(discriminator_preset="tiny"),
-                     evaluation=dict(context_cropsizes=(16, 32), padding=4, songs=1)),
+                     evaluation=dict(context_cropsizes=(16, 32), cropsize=64, songs=1)),
         "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
                     train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=100,
                                checkpoint_every=100, log_every=10, ema_decay=0.0),
-                    evaluation=dict(context_cropsizes=(64, 128, 256), padding=32)),
+                    evaluation=dict(context_cropsizes=(64, 128, 256))),
         "gpu": {},
     }
 
@@ -128,8 +131,32 @@ class Config(Section):
                      f"{self.model.name} is not a separation model (it has no num_bins)")
 
     @property
+    def training_cropsize(self) -> int:
+        """The crop size training ends with (the last curriculum stage's)."""
+        stages = self.train.stages()
+        return stages[-1].cropsize if self.train.curriculum else self.voxaug.cropsize
+
+    @property
     def validation_cropsize(self) -> int:
         return self.evaluation.validation_cropsize or self.voxaug.cropsize
+
+    def inference(self) -> dict[str, int]:
+        """What checkpoints record for separating: the training crop size (and the padding, when set)."""
+        padding = {} if self.evaluation.padding is None else {"padding": self.evaluation.padding}
+        return {"cropsize": self.evaluation.cropsize or self.training_cropsize, **padding}
+
+
+def with_validation(config: Config, run_dir: str | Path) -> Config:
+    """``config``, or, when its dataset folder has no validation songs, the config of validation
+    songs made from held-out stems in ``run_dir`` (:mod:`ftlib.data.holdout`): the training stems
+    restricted by ``run_dir/split.json``, the songs in ``run_dir/valid``."""
+    data = config.data
+    if not data.root or data.split or data.valid_path().is_dir():
+        return config
+    _, folder = make_validation_songs(data.dataset_root(), run_dir, data.valid_songs, data.split_seed,
+                                                config.voxaug.vocal_gain_db, data.sample_rate)
+    return config.replace(data=dict(valid_folder=str(folder.resolve()),
+                                    split=str((Path(run_dir) / SPLIT_FILE).resolve())))
 
 
 # ----------------------------------------------------------------------------------- build
@@ -137,10 +164,11 @@ class Config(Section):
 def build_data(config: Config) -> tuple[Any, ValidationCrops]:
     """``(train_data, valid_data)``: voxaug mixtures (``cropsize -> Dataset`` with a curriculum)
     and fixed crops of the validation songs."""
-    root, cache = config.data.dataset_root(), config.data.cache()
+    root, cache, files = config.data.dataset_root(), config.data.cache(), config.data.train_files()
+    report_conversions(root, config.data.sample_rate)
     voxaug = config.voxaug.replace(seed=config.seed, return_phase=config.voxaug.return_phase or bool(config.loss.stft))
-    make = lambda cropsize: VoxAugDataset(root, cache, voxaug.replace(cropsize=cropsize))  # noqa: E731
-    valid = ValidationCrops(root / config.data.valid_folder, cache, config.validation_cropsize)
+    make = lambda cropsize: VoxAugDataset(root, cache, voxaug.replace(cropsize=cropsize), files)  # noqa: E731
+    valid = ValidationCrops(config.data.valid_path(), cache, config.validation_cropsize)
     return (make if config.train.curriculum else make(voxaug.cropsize)), valid
 
 
@@ -149,6 +177,7 @@ def build_model(config: Config) -> nn.Module:
     model = config.model.build(config.seed, num_bins=config.data.spectrogram.num_bins)
     if getattr(model, "task", "separation") != "separation":
         raise ConfigError(f"{model.model_name} is not a separation model; this recipe trains separation models")
+    model.inference = config.inference()  # written into every checkpoint
     return model
 
 
@@ -179,29 +208,38 @@ def build(config: Config) -> Parts:
 def train(config: Config, run_dir: str | Path, stop_after: int | None = None) -> nn.Module:
     """Train into ``run_dir`` (resuming it); returns the separation model (the generator when
     adversarial)."""
-    return train_parts(NAME, config, build, run_dir, stop_after)
+    return train_parts(NAME, config, build, run_dir, stop_after, prepare=with_validation)
 
 
 def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str, Any]:
-    """The context-length study (``context_length.json``) and the validation songs separated
-    whole; returns the summary scores and the per-song rows (``"songs"``)."""
-    root, cache = config.data.dataset_root(), config.data.cache()
+    """The context-length study (``context_length.json``; its best crop size is recorded in
+    ``checkpoints/best`` and used for separating unless ``evaluation.cropsize`` is set) and the
+    validation songs separated whole; returns the summary scores, the per-song rows (``"songs"``) and
+    the crop size used (``"cropsize"``)."""
+    config = with_validation(config, run_dir)
     out: dict[str, Any] = {}
     if config.evaluation.context_cropsizes:
-        valid = ValidationCrops(root / config.data.valid_folder, cache, config.validation_cropsize)
+        valid = ValidationCrops(config.data.valid_path(), config.data.cache(), config.validation_cropsize)
         rows = context_length_study(model, valid.at, losses.separation_l1, config.evaluation.context_cropsizes)
         save_context_length(run_dir, rows)
         out["context_length"] = rows
+        if rows:
+            best = min(rows, key=lambda r: r["valid_loss"])["cropsize"]
+            model.inference = {**getattr(model, "inference", {}), "best_cropsize": best}
+            if (Path(run_dir) / "checkpoints" / "best").is_dir():
+                checkpoint.update_inference(Path(run_dir) / "checkpoints" / "best", best_cropsize=best)
     if config.evaluation.songs:
-        rows = evaluate_folder(root / config.data.valid_folder, separator=separator(model, config),
-                               limit=config.evaluation.songs)
-        out.update({k: v for k, v in rows[-1].items() if k != "song"}, songs=rows[:-1])
+        sep = separator(model, config)
+        rows = evaluate_folder(config.data.valid_path(), separator=sep, limit=config.evaluation.songs)
+        out.update({k: v for k, v in rows[-1].items() if k != "song"}, songs=rows[:-1], cropsize=sep.cropsize,
+                   padding=sep.padding)
     return out
 
 
 def separator(model: nn.Module, config: Config, **options: Any) -> Separator:
-    """A Separator for ``model`` with the recipe's STFT and inference settings (``options`` win)."""
-    settings = dict(spectrogram=config.data.spectrogram, cropsize=config.evaluation.cropsize or config.voxaug.cropsize,
+    """A Separator for ``model`` with the recipe's STFT and inference settings (``options`` win);
+    without ``evaluation.cropsize`` the model's own crop size (see :func:`ftlib.separation.chunking`)."""
+    settings = dict(spectrogram=config.data.spectrogram, cropsize=config.evaluation.cropsize or None,
                     padding=config.evaluation.padding, sample_rate=config.data.sample_rate)
     return Separator(model, **{**settings, **options})
 

@@ -99,6 +99,24 @@ def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def chunking(model: nn.Module, cropsize: int | None = None, padding: int | None = None) -> tuple[int, int, str]:
+    """``(cropsize, padding, how they were chosen)`` for separating with ``model``: the given values,
+    else the model's ``inference`` settings (see :class:`Separator`), else 256; padding a quarter of
+    the crop size unless given or set by the model."""
+    inference = getattr(model, "inference", None) or {}
+    if cropsize is not None:
+        source = "given"
+    elif inference.get("best_cropsize"):
+        cropsize, source = inference["best_cropsize"], "the best crop size of the model's context-length study"
+    elif inference.get("cropsize"):
+        cropsize, source = inference["cropsize"], "the model's training crop size"
+    else:
+        cropsize, source = 256, "the default"
+    if padding is None:
+        padding = inference.get("padding", cropsize // 4) if source.startswith("the model") else cropsize // 4
+    return cropsize, padding, f"cropsize {cropsize} ({source}), padding {padding}"
+
+
 class _Forward:
     """Runs one model on a batch ``[B, C, F, W]`` on its device under autocast at ``precision``,
     averaging with the L/R-swapped batch when ``swap``; returns the mask on the CPU. A mask that is
@@ -246,7 +264,7 @@ def predict_mask(model: nn.Module, magnitude: torch.Tensor, cropsize: int = 256,
     """Mask ``[C, F, T]`` for a magnitude ``[C, F, T]`` (Nyquist already dropped).
 
     ``normalise``: "chunk" divides every chunk (context included) by its own maximum, as training
-    divides every crop (the default: it scored 0.00-0.12 dB higher on the quickstart's songs);
+    divides every crop (the default, see docs/results/separation.md);
     "song" divides the whole song by its maximum (chunking then changes only the attention context).
     """
     run = _Forward([model.eval()], next(model.parameters()).device, precision=precision)
@@ -350,7 +368,11 @@ class Separator:
         model: a mask model, or a list of them (an ensemble sharing ``num_bins`` and ``in_channels``).
         spectrogram: STFT settings; default ``n_fft = 2 * num_bins``, ``hop_length = num_bins``.
         sample_rate: rate songs are resampled to.
-        cropsize, padding: frames per chunk and real context frames on each side.
+        cropsize, padding: frames per chunk and real context frames on each side; by default the
+            first model's own (``model.inference``, from its checkpoint: the best crop size of its
+            context-length study, else its training crop size), else 256; padding a quarter of the crop
+            size unless given or set by the model. ``settings`` says which were used and where they
+            came from.
         batch_size: chunks per forward pass; default 16 on GPUs and 1 on the CPU, where larger
             batches run no faster and hold more activations.
         normalise: "chunk" (divide every chunk by its own maximum, as in training) or "song" (divide
@@ -371,7 +393,8 @@ class Separator:
     """
 
     def __init__(self, model: nn.Module | Sequence[nn.Module], spectrogram: SpectrogramConfig | None = None,
-                 sample_rate: int = 44100, cropsize: int = 256, padding: int = 64, batch_size: int | None = None,
+                 sample_rate: int = 44100, cropsize: int | None = None, padding: int | None = None,
+                 batch_size: int | None = None,
                  normalise: str = "chunk", device: str | torch.device | None = None, *,
                  weights: Sequence[float] | None = None, ensemble: str = "average", tta_shift: bool = False,
                  tta_swap: bool = False, tta_cropsizes: Sequence[int] = (), postprocess: bool = False,
@@ -394,6 +417,7 @@ class Separator:
             raise ConfigError(f"ensemble must be one of {ENSEMBLES} and normalise one of {NORMALISE}, "
                               f"got {ensemble!r} and {normalise!r}")
         batch_size = batch_size or (1 if self.device.type == "cpu" else 16)
+        cropsize, padding, self.settings = chunking(models[0], cropsize, padding)
         if min(cropsize, batch_size, *tta_cropsizes) < 1 or padding < 0:
             raise ConfigError("cropsize, batch_size and tta_cropsizes must be >= 1 and padding >= 0")
         weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
