@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftlib.config import Config
+from ftlib.devices import float32_scope
 from ftlib.mel import MelConfig, mel_filterbank
 from ftlib.models import mask_of
 
@@ -147,8 +148,9 @@ class SeparationLoss:
             out["l1"] = F.l1_loss(estimate, target)
         if cfg.mel:
             bank = self._bank(estimate.shape[-2], estimate.device)
-            out["mel"] = F.l1_loss(torch.einsum("mf,bcft->bcmt", bank, estimate),
-                                   torch.einsum("mf,bcft->bcmt", bank, target))
+            with float32_scope(estimate.device.type):  # autocast would round the projections to half precision
+                out["mel"] = F.l1_loss(torch.einsum("mf,bcft->bcmt", bank, estimate),
+                                       torch.einsum("mf,bcft->bcmt", bank, target))
         if cfg.multi_resolution:
             out["multi_resolution"] = multi_resolution_l1(estimate, target, cfg.scales)
         if cfg.stft:

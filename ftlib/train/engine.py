@@ -36,8 +36,10 @@ import datetime
 import json
 import math
 import os
+import queue
 import random
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -250,9 +252,45 @@ def _workers(requested: int, device: torch.device, processes: int) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
 
 
+class _Prefetch:
+    """Batches of ``iterator`` built by a background thread, ``depth`` ahead of the training loop: the
+    next batch is assembled (numpy and the cache's memory maps release the GIL) while the model runs."""
+
+    def __init__(self, iterator, depth: int = 2):
+        self.queue, self.stop = queue.Queue(depth), threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(iterator,), daemon=True)
+        self.thread.start()
+
+    def _fill(self, iterator) -> None:
+        while not self.stop.is_set():
+            try:
+                item = next(iterator)
+            except BaseException as exc:  # handed to the training loop, which raises it
+                item = exc
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def __next__(self):
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class _StageBatches:
     """Micro-batches for optimizer step ``step``: a StepBatchSampler per curriculum stage, started at
-    the stage's micro-batch position, so the data position is a function of the step alone."""
+    the stage's micro-batch position, so the data position is a function of the step alone. Without
+    worker processes (the CPU default) a background thread builds the next batches meanwhile."""
 
     def __init__(self, train_data: TrainData, config: TrainConfig, rank: int, world_size: int,
                  device: torch.device):
@@ -281,12 +319,18 @@ class _StageBatches:
             sampler = StepBatchSampler(len(data), stage.batch_size, cfg.seed, (step - stage.start) * stage.grad_accum,
                                        self.rank, self.world_size)
             # the loader's own generator: starting its iterator must not draw from the per-step streams
-            self.batches = iter(DataLoader(data, batch_sampler=sampler, num_workers=self.workers,
-                                           pin_memory=self.pin, persistent_workers=self.workers > 0,
-                                           prefetch_factor=4 if self.workers else None,
-                                           generator=torch.Generator().manual_seed(cfg.seed)))
+            batches = iter(DataLoader(data, batch_sampler=sampler, num_workers=self.workers, pin_memory=self.pin,
+                                      persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers else None,
+                                      generator=torch.Generator().manual_seed(cfg.seed)))
+            self.close()
+            self.batches = batches if self.workers else _Prefetch(batches)
             self.current = index
         return next(self.batches)
+
+    def close(self) -> None:
+        """Stop the prefetching thread, if any."""
+        if isinstance(self.batches, _Prefetch):
+            self.batches.close()
 
 
 # ------------------------------------------------------------------------------- processes
@@ -526,6 +570,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: TrainData, config: TrainC
             if ema is not None:
                 save("ema", averaged() if main else None, with_state=False)
     bar.close()
+    data.close()
     if wandb_run is not None:
         wandb_run.finish()
     return averaged()
