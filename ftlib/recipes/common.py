@@ -31,6 +31,15 @@ from ftlib.paths import cache_dir
 from ftlib.train.engine import LossFn, TrainConfig, TrainData, fit, process_state
 
 CONFIG_FILE = "config.json"
+# the engine settings every recipe's tiny preset (tests: a few steps, no validation in between) shares
+TINY_TRAIN = dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=0, ema_decay=0.0)
+
+
+def gpu_train(**changes: Any) -> TrainConfig:
+    """The engine defaults of a full-size (GPU) recipe, with ``changes``: long schedule, validation and
+    checkpoints every 2000 steps, EMA."""
+    return TrainConfig(**{**dict(steps=100_000, batch_size=16, lr=5e-4, warmup_steps=1000, eval_every=2000,
+                                 checkpoint_every=2000, log_every=50, ema_decay=0.999), **changes})
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ from ftlib.data.sources import scan_stems
 from ftlib.data.synth import SynthConfig
 from ftlib.errors import ConfigError
 from ftlib.mel import MelConfig
-from ftlib.recipes.common import DataSection, ModelSection, Parts, train_parts
+from ftlib.recipes.common import TINY_TRAIN, DataSection, ModelSection, Parts, gpu_train, train_parts
 from ftlib.train.engine import TrainConfig, validation_loss
 
 NAME = "diffusion_idea"
@@ -44,8 +44,7 @@ class Config(Section):
     model: ModelSection = dataclasses.field(default_factory=lambda: ModelSection(preset="tiny", overrides={"channels": 8}))
     diffusion: diffusion.DiffusionConfig = dataclasses.field(default_factory=lambda: diffusion.DiffusionConfig(
         schedule="cosine"))
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        steps=50_000, batch_size=16, lr=5e-4, warmup_steps=1000, checkpoint_every=2000, log_every=50, ema_decay=0.999))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: gpu_train(steps=50_000, eval_every=0))
     validation_items: int = 16
     seed: int = 0
 
@@ -53,7 +52,7 @@ class Config(Section):
         "tiny": dict(data=dict(synth=SynthConfig.PRESETS["tiny"]), mel=MelConfig.PRESETS["tiny"],
                      idea=IdeaConfig.PRESETS["tiny"], model=dict(overrides={"channels": 4}),
                      diffusion=dict(timesteps=10, sampling_steps=2),
-                     train=dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=0, ema_decay=0.0),
+                     train=TINY_TRAIN,
                      validation_items=2),
         "cpu": dict(train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, checkpoint_every=100,
                                log_every=10, ema_decay=0.0)),

@@ -32,7 +32,7 @@ from ftlib.data.voxaug import VoxAugConfig
 from ftlib.errors import ConfigError
 from ftlib.evaluate import evaluate_folder
 from ftlib.recipes import separation
-from ftlib.recipes.common import DataSection, ModelSection, Parts, train_parts
+from ftlib.recipes.common import TINY_TRAIN, DataSection, ModelSection, Parts, gpu_train, train_parts
 from ftlib.train.engine import TrainConfig
 
 NAME = "diffusion_separation"
@@ -167,9 +167,7 @@ class Config(Section):
     diffusion: diffusion.DiffusionConfig = dataclasses.field(default_factory=lambda: diffusion.DiffusionConfig(
         schedule="cosine"))
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        steps=100_000, batch_size=16, lr=5e-4, warmup_steps=1000, eval_every=2000, checkpoint_every=2000,
-        log_every=50, ema_decay=0.999))
+    train: TrainConfig = dataclasses.field(default_factory=gpu_train)
     evaluation: EvaluationSection = dataclasses.field(default_factory=EvaluationSection)
     seed: int = 0
 
@@ -177,8 +175,7 @@ class Config(Section):
         "tiny": dict(data=dict(synth=SynthConfig.PRESETS["tiny"], spectrogram=dict(n_fft=128, hop_length=64)),
                      model=dict(preset="tiny"), voxaug=dict(cropsize=16, items_per_epoch=8),
                      diffusion=dict(timesteps=10, sampling_steps=2),
-                     train=dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, eval_every=0,
-                                checkpoint_every=0, ema_decay=0.0),
+                     train=TINY_TRAIN,
                      evaluation=dict(samplers=(("ddim", 2),), padding=4, songs=1)),
         "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
                     train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=100,

@@ -30,7 +30,7 @@ from ftlib.data.sources import scan_songs
 from ftlib.data.synth import SynthConfig
 from ftlib.mel import MelConfig, Vocoder
 from ftlib.models.mel_reformer import MelReformer, MelReformerConfig
-from ftlib.recipes.common import Parts, train_parts
+from ftlib.recipes.common import TINY_TRAIN, Parts, gpu_train, train_parts
 from ftlib.train.engine import TrainConfig, model_device, validation_loss
 
 NAME = "mel_expansion"
@@ -176,8 +176,8 @@ class Config(Section):
     model: MelReformerConfig = dataclasses.field(default_factory=lambda: MelReformerConfig(
         n_mels=64, fold=8, idea_width=64, dim=128, num_heads=4, encoder_layers=2, decoder_layers=2, max_tokens=16))
     loss: MelLossConfig = dataclasses.field(default_factory=lambda: MelLossConfig.preset("sharp"))
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        steps=20_000, batch_size=32, lr=5e-4, warmup_steps=500, eval_every=1000, checkpoint_every=1000, log_every=50))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: gpu_train(
+        steps=20_000, batch_size=32, warmup_steps=500, eval_every=1000, checkpoint_every=1000, ema_decay=0.0))
     sweep_folds: tuple[int, ...] = (8, 16, 32)
     sweep_steps: int = 5000
     seed: int = 0
@@ -189,7 +189,7 @@ class Config(Section):
                      chunks=dict(frames=32, min_frames=16, multiple=16),
                      model=dict(n_mels=32, idea_width=16, dim=32, num_heads=2, encoder_layers=1, decoder_layers=1,
                                 max_tokens=4),
-                     train=dict(steps=4, batch_size=2, warmup_steps=2, log_every=1, eval_every=0, checkpoint_every=0),
+                     train=TINY_TRAIN,
                      sweep_folds=(8, 16), sweep_steps=2),
         "cpu": dict(train=dict(steps=600, batch_size=8, lr=1e-3, warmup_steps=20, eval_every=100,
                                checkpoint_every=100, log_every=10), sweep_steps=300),

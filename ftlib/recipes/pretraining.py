@@ -18,7 +18,7 @@ from ftlib import losses
 from ftlib.config import Config as Section
 from ftlib.data.pretrain import MaskedPretrainDataset, PretrainConfig
 from ftlib.data.synth import SynthConfig
-from ftlib.recipes.common import DataSection, ModelSection, Parts, train_parts
+from ftlib.recipes.common import TINY_TRAIN, DataSection, ModelSection, Parts, gpu_train, train_parts
 from ftlib.train.engine import TrainConfig, validation_loss
 
 NAME = "pretraining"
@@ -38,9 +38,7 @@ class Config(Section):
     model: ModelSection = dataclasses.field(default_factory=lambda: ModelSection(preset="medium"))
     pretrain: PretrainConfig = dataclasses.field(default_factory=lambda: PretrainConfig(
         folders=("instrumentals", "vocals"), mixup_prob=0.8, mixup_weight=(0.3, 0.7)))
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        steps=50_000, batch_size=16, lr=5e-4, warmup_steps=1000, eval_every=2000, checkpoint_every=2000,
-        log_every=50, ema_decay=0.999))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: gpu_train(steps=50_000))
     validation_items: int = 32
     validation_cropsize: int = 0
     seed: int = 0
@@ -48,8 +46,7 @@ class Config(Section):
     PRESETS = {
         "tiny": dict(data=dict(synth=SynthConfig.PRESETS["tiny"], spectrogram=dict(n_fft=128, hop_length=64)),
                      model=dict(preset="tiny"), pretrain=dict(cropsize=16, token_frames=4, items_per_epoch=8),
-                     train=dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, eval_every=0,
-                                checkpoint_every=0, ema_decay=0.0), validation_items=4),
+                     train=TINY_TRAIN, validation_items=4),
         "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), pretrain=dict(cropsize=64, token_frames=16),
                     train=dict(steps=1000, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=50,
                                checkpoint_every=100, log_every=10, ema_decay=0.0), validation_items=8),

@@ -32,7 +32,7 @@ from ftlib.errors import ConfigError, DataError
 from ftlib.evaluate import evaluate_folder
 from ftlib.recipes import finetune
 from ftlib.recipes.adversarial import AdversarialConfig, AdversarialLoss, AdversarialSeparation
-from ftlib.recipes.common import DataSection, ModelSection, Parts, train_parts
+from ftlib.recipes.common import TINY_TRAIN, DataSection, ModelSection, Parts, gpu_train, train_parts
 from ftlib.separation import Separator
 from ftlib.train.engine import TrainConfig, context_length_study
 
@@ -104,17 +104,14 @@ class Config(Section):
     loss: losses.SeparationLossConfig = dataclasses.field(default_factory=losses.SeparationLossConfig)
     finetune: FinetuneSection = dataclasses.field(default_factory=FinetuneSection)
     adversarial: AdversarialSection = dataclasses.field(default_factory=AdversarialSection)
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(
-        steps=100_000, batch_size=16, lr=5e-4, warmup_steps=1000, eval_every=2000, checkpoint_every=2000,
-        log_every=50, ema_decay=0.999))
+    train: TrainConfig = dataclasses.field(default_factory=gpu_train)
     evaluation: EvaluationSection = dataclasses.field(default_factory=EvaluationSection)
     seed: int = 0
 
     PRESETS = {
         "tiny": dict(data=dict(synth=SynthConfig.PRESETS["tiny"], spectrogram=dict(n_fft=128, hop_length=64)),
                      model=dict(preset="tiny"), voxaug=dict(cropsize=16, items_per_epoch=8),
-                     train=dict(steps=4, batch_size=2, warmup_steps=1, log_every=1, eval_every=0,
-                                checkpoint_every=0, ema_decay=0.0),
+                     train=TINY_TRAIN,
                      adversarial=dict(discriminator_preset="tiny"),
                      evaluation=dict(context_cropsizes=(16, 32), cropsize=64, songs=1)),
         "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
