@@ -190,3 +190,16 @@ def test_context_length_study_scores_each_crop_size(tiny_dataset, tiny_cache):
     rows = context_length_study(_model(), valid.at, losses.separation_l1, cropsizes=(16, 64, 10**6))
     assert [r["cropsize"] for r in rows] == [16, 64]  # a crop longer than every song is left out
     assert rows[0]["items"] > rows[1]["items"] > 0 and all(r["valid_loss"] > 0 for r in rows)
+
+
+def test_a_run_saved_before_per_step_seeds_resumes(voxaug, tmp_path):
+    """Training states written by earlier versions carry RNG states and no process count: still resumable."""
+    cfg = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, device="cpu")
+    fit(_model(), losses.separation_l1, voxaug, cfg, tmp_path / "run", stop_after=2)
+    folder = latest_checkpoint(tmp_path / "run")
+    state = checkpoint.load_state(folder)
+    state.pop("num_processes")
+    state["rng"] = {"torch": torch.get_rng_state(), "python": [3, [1, 2], None]}
+    checkpoint.save(checkpoint.load(folder), folder, **state)
+    fit(_model(), losses.separation_l1, voxaug, cfg, tmp_path / "run")
+    assert checkpoint.load_state(latest_checkpoint(tmp_path / "run"))["step"] == 4

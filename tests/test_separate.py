@@ -327,3 +327,17 @@ def test_playlist_sources_may_be_absolute_and_copies_keep_their_name(tmp_path):
     assert [(j.source, j.out_dir, j.copy_to) for j in jobs] == [
         (Path("/abs/song.flac"), (tmp_path / "out").resolve(), None),
         (tmp_path / "c.jpg", (tmp_path / "out").resolve(), (tmp_path / "out" / "c.jpg").resolve())]
+
+
+def test_chunking_follows_the_checkpoint_unless_told(tmp_path):
+    model = models.build("frame_transformer", "tiny")
+    assert Separator(model, device="cpu").settings == "cropsize 256 (the default), padding 64"  # older checkpoints
+    model.inference = {"cropsize": 64}
+    path = checkpoint.save(model, tmp_path / "ckpt")
+    loaded = Separator.from_checkpoint(path, device="cpu")
+    assert (loaded.cropsize, loaded.padding) == (64, 16) and "training crop size" in loaded.settings
+    checkpoint.update_inference(path, best_cropsize=128)
+    best = Separator.from_checkpoint(path, device="cpu")
+    assert (best.cropsize, best.padding) == (128, 32) and "context-length study" in best.settings
+    told = Separator.from_checkpoint(path, device="cpu", cropsize=32)
+    assert (told.cropsize, told.padding) == (32, 8) and "(given)" in told.settings
