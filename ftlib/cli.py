@@ -1,4 +1,4 @@
-"""The ``ftlib`` console script: ``train``, ``run``, ``runs``, ``separate`` and ``evaluate``."""
+"""The ``ftlib`` console script: ``train``, ``run``, ``runs``, ``separate``, ``evaluate`` and ``import-msst``."""
 from __future__ import annotations
 
 import argparse
@@ -205,6 +205,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_msst(args: argparse.Namespace) -> int:
+    """Convert an MSST BS-RoFormer / Mel-Band RoFormer checkpoint into an ftlib checkpoint folder."""
+    from ftlib import msst
+
+    path, model = msst.import_checkpoint(args.config, args.weights, args.output, model_type=args.model_type,
+                                         stem=args.stem, overwrite=args.overwrite)
+    cfg = model.config
+    returns = cfg.target_stem or f"all stems [B, {cfg.num_stems}, C, F, T]"
+    print(f"{model.model_name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+          f"stems {', '.join(cfg.stems)}, forward returns {returns}; STFT n_fft {cfg.stft_n_fft}, "
+          f"hop {cfg.stft_hop_length} at {cfg.sample_rate} Hz", file=sys.stderr)
+    print(path)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- parser
 
 def _add_separator_options(p: argparse.ArgumentParser) -> None:
@@ -297,6 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH", help="also write the per-song rows as CSV")
     _add_separator_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("import-msst", help="convert a Music-Source-Separation-Training BS-RoFormer or Mel-Band "
+                                           "RoFormer checkpoint into an ftlib checkpoint",
+                       description="Convert an MSST checkpoint (its YAML config and its .ckpt state dict) into an "
+                                   "ftlib checkpoint folder (bs_roformer or mel_roformer). The weights are loaded "
+                                   "with torch.load(weights_only=True): pickled code is refused, never run.")
+    p.add_argument("config", metavar="CONFIG.yaml", help="the MSST config the checkpoint was trained with")
+    p.add_argument("weights", metavar="WEIGHTS.ckpt", help="the MSST state dict (.ckpt/.pth/.safetensors)")
+    p.add_argument("output", metavar="OUT", help="the ftlib checkpoint folder to write")
+    p.add_argument("--model-type", choices=("bs_roformer", "mel_band_roformer"),
+                   help="MSST's model type (default: from the config's freqs_per_bands or num_bands)")
+    p.add_argument("--stem", help="the stem the model returns; 'all' returns every stem (default: vocals when the "
+                                  "model has them, else its only stem, else all)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_import_msst)
     return parser
 
 

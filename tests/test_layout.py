@@ -4,7 +4,7 @@ Layers, lowest first (a module may import its own layer's modules and any lower 
 
 0 foundations: errors, config, paths, atomic, devices, audio, mel
 1 layers
-2 models (and checkpoint, which rebuilds them)
+2 models (and checkpoint, which rebuilds them; msst, which imports community checkpoints)
 3 data, losses, diffusion
 4 the training engine (train) and separation (inference)
 5 evaluate (separates and scores songs)
@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ftlib"
 LAYERS = [
     ("ftlib", "ftlib.errors", "ftlib.config", "ftlib.paths", "ftlib.atomic", "ftlib.devices", "ftlib.audio", "ftlib.mel"),
     ("ftlib.layers",),
-    ("ftlib.models", "ftlib.checkpoint"),
+    ("ftlib.models", "ftlib.checkpoint", "ftlib.msst"),
     ("ftlib.data", "ftlib.losses", "ftlib.diffusion"),
     ("ftlib.train", "ftlib.separation"),
     ("ftlib.evaluate",),

@@ -36,7 +36,7 @@ def _call(model, x):
 
 
 def test_registry_lists_and_builds():
-    assert models.list_models() == sorted(SEPARATORS + DISCRIMINATORS + ["mel_reformer"])
+    assert models.list_models() == sorted(SEPARATORS + DISCRIMINATORS + ["bs_roformer", "mel_reformer", "mel_roformer"])
     model = models.build("frame_transformer", "tiny", channels=3)
     assert model.config.channels == 3 and model.model_name == "frame_transformer"
     with pytest.raises(ConfigError, match="unknown model"):

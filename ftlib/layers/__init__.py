@@ -3,10 +3,10 @@ from ftlib.layers.attention import MultichannelMultiheadAttention, fused_attenti
 from ftlib.layers.conv import FrameDecoder, FrameEncoder
 from ftlib.layers.multichannel import ChannelMix, MultichannelLayerNorm, MultichannelLinear
 from ftlib.layers.rotary import RotaryEmbedding
-from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, SquaredReLU, TimestepEmbedding
+from ftlib.layers.transformer import FeedForward, FrameTransformerBlock, RMSNorm, SquaredReLU, TimestepEmbedding
 
 __all__ = [
     "ChannelMix", "FeedForward", "FrameDecoder", "FrameEncoder", "FrameTransformerBlock",
-    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RotaryEmbedding", "SquaredReLU",
-    "TimestepEmbedding", "fused_attention", "heads_for", "residual_links",
+    "MultichannelLayerNorm", "MultichannelLinear", "MultichannelMultiheadAttention", "RMSNorm", "RotaryEmbedding",
+    "SquaredReLU", "TimestepEmbedding", "fused_attention", "heads_for", "residual_links",
 ]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ftlib.layers.attention import MultichannelMultiheadAttention, heads_for
@@ -23,6 +24,19 @@ class SquaredReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x).square()
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last axis with a learned gain (Zhang & Sennrich 2019), no
+    centring and no bias: ``x / rms(x) * weight``, written as the L2-normalised vector times sqrt(D)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.scale = math.sqrt(features)
+        self.weight = nn.Parameter(torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * self.scale * self.weight
 
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu2": SquaredReLU, "relu": nn.ReLU}
