@@ -190,6 +190,31 @@ def test_adversarial_option_checkpoints_the_generator_and_resumes_exactly(tmp_pa
     assert json.loads((tmp_path / "a" / "context_length.json").read_text())[0]["cropsize"] == 16
 
 
+def test_separation_keeps_the_crop_size_with_the_best_median_vocal_sdr(tmp_path, monkeypatch):
+    from ftlib.recipes import separation
+    config = separation.Config.preset("tiny", train=dict(steps=2), evaluation=dict(context_cropsizes=(32,), cropsize=0))
+    model = recipes.run(config, tmp_path)
+    # the loss favours 16 frames (the training crop size), the songs favour 32
+    monkeypatch.setattr(separation, "context_length_study", lambda model, at, loss, sizes: [
+        {"cropsize": c, "valid_loss": c / 100, "items": 1} for c in sizes])
+    calls = []
+
+    def scores(folder, separator, limit):
+        calls.append((separator.cropsize, separator.padding))
+        return [{"song": "a", "sdr_vocals": separator.cropsize / 10}, {"song": "b", "sdr_vocals": 0.0},
+                {"song": "summary", "sdr_vocals": separator.cropsize / 20}]
+
+    monkeypatch.setattr(separation, "evaluate_folder", scores)
+    out = separation.evaluate(model, config, tmp_path)
+    assert [(r["cropsize"], r["vocals_sdr"]) for r in out["context_length"]] == [(16, 0.8), (32, 1.6)]
+    assert calls == [(16, 4), (32, 8)]  # the songs at the chosen crop size are not separated twice
+    assert (out["cropsize"], out["sdr_vocals"]) == (32, 1.6)
+    header = checkpoint.read_header(tmp_path / "checkpoints" / "best")
+    assert header["inference"]["best_cropsize"] == 32
+    out = separation.evaluate(model, config.replace(evaluation=dict(songs=0)), tmp_path)
+    assert model.inference["best_cropsize"] == 16 and "vocals_sdr" not in out["context_length"][0]
+
+
 # --------------------------------------------------------------------------------- ftlib train
 
 def test_train_command_parses_dotted_overrides_and_names_bad_ones():

@@ -110,6 +110,10 @@ def test_figures_from_records(root):
     assert list(ax_loss.lines[0].get_xdata()) == [1, 2] and len(ax_lr.lines) == 3
     fig2 = plots.context_length_curves(report.context_length_table(records))
     assert list(fig2.axes[0].lines[0].get_xdata()) == [16, 64] and fig2.axes[0].get_xscale() == "log"
+    assert len(fig2.axes) == 1  # no song scores: the loss panel only
+    fig3 = plots.context_length_curves([{"run": "r", "cropsize": 16, "valid_loss": 0.5, "vocals_sdr": 3.0},
+                                        {"run": "r", "cropsize": 64, "valid_loss": 0.3, "vocals_sdr": 2.0}])
+    assert list(fig3.axes[1].lines[0].get_ydata()) == [3.0, 2.0]
     plt.close("all")
 
 

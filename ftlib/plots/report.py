@@ -43,19 +43,27 @@ def compare_training_curves(logs: dict[str, Sequence[dict]], step_range: tuple[i
 
 
 def context_length_curves(rows: Sequence[dict]) -> Figure:
-    """Validation loss against crop size (frames, log2 axis), one line per run.
+    """Validation loss against crop size (frames, log2 axis), one line per run, and beside it the
+    median vocal SDR of the validation songs (dB) where the rows have one.
 
-    ``rows``: ``{"run", "cropsize", "valid_loss"}`` records.
+    ``rows``: ``{"run", "cropsize", "valid_loss"[, "vocals_sdr"]}`` records.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
-    for run in dict.fromkeys(r["run"] for r in rows):
-        points = sorted((r["cropsize"], r["valid_loss"]) for r in rows if r["run"] == run)
-        ax.plot(*zip(*points), "o-", label=run)
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="crop size (frames)", ylabel="validation loss", title="context length")
-    ax.grid(alpha=0.3)
+    panels = [("valid_loss", "validation loss")]
+    if any("vocals_sdr" in r for r in rows):
+        panels.append(("vocals_sdr", "vocal SDR, median over songs (dB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), constrained_layout=True,
+                             squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for i, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
+            points = sorted((r["cropsize"], r[key]) for r in rows if r["run"] == run and key in r)
+            if points:
+                ax.plot(*zip(*points), "o-", color=f"C{i % 10}", label=run)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="crop size (frames)", ylabel=label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("context length")
     if rows:
-        ax.legend(fontsize="small")
+        axes[0][0].legend(fontsize="small")
     return fig
 
 

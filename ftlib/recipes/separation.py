@@ -8,8 +8,8 @@ unaligned stems, optionally finetuned from a checkpoint and optionally against a
 Data: ``data.root`` holds ``instrumentals/``, ``vocals/`` and ``valid/<song>/`` (empty root: the
 synthetic songs of :mod:`ftlib.data.synth`, generated on first use). Batches: ``mixture`` and
 ``target`` magnitudes ``[B, C, F, T]`` (plus the mixture ``phase`` for the STFT loss term).
-Evaluation: the context-length study (validation loss at several crop sizes, written to
-``context_length.json``) and the validation songs separated whole (SDR, cSDR, SI-SDR).
+Evaluation: the context-length study (validation loss and median vocal SDR at several crop sizes,
+written to ``context_length.json``) and the validation songs separated whole (SDR, cSDR, SI-SDR).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,9 +77,11 @@ class AdversarialSection(AdversarialConfig):
 class EvaluationSection(Section):
     """Args:
         validation_cropsize: crop size of the fixed validation crops (0: the training crop size).
-        context_cropsizes: crop sizes of the context-length study after training (empty: none).
-        cropsize: frames per chunk when separating songs (0: the model's own: the best crop size of
-            the context-length study, else the training crop size); checkpoints record it.
+        context_cropsizes: crop sizes of the context-length study after training, besides the
+            training crop size (empty: no study).
+        cropsize: frames per chunk when separating songs (0: the model's own: the crop size of the
+            context-length study with the best median vocal SDR, else the training crop size);
+            checkpoints record it.
         padding: real context frames on each side of a chunk (None: a quarter of the crop size).
         songs: validation songs separated whole after training (0: none).
     """
@@ -209,28 +212,47 @@ def train(config: Config, run_dir: str | Path, stop_after: int | None = None) ->
 
 
 def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str, Any]:
-    """The context-length study (``context_length.json``; its best crop size is recorded in
-    ``checkpoints/best`` and used for separating unless ``evaluation.cropsize`` is set) and the
-    validation songs separated whole; returns the summary scores, the per-song rows (``"songs"``) and
-    the crop size used (``"cropsize"``)."""
+    """The context-length study and the validation songs separated whole.
+
+    The study (``context_length.json``) covers ``evaluation.context_cropsizes`` and the training crop
+    size: each row has the validation loss and, when songs are evaluated, ``vocals_sdr``, the median
+    vocal SDR over the songs separated with chunks of that size. The best crop size (by that SDR, by
+    the loss without songs) is recorded in ``checkpoints/best`` and used for separating unless
+    ``evaluation.cropsize`` is set. Returns the summary scores at the crop size used, the per-song
+    rows (``"songs"``), ``"cropsize"``, ``"padding"`` and ``"context_length"``.
+    """
     config = with_validation(config, run_dir)
-    out: dict[str, Any] = {}
-    if config.evaluation.context_cropsizes:
+    evaluation, out = config.evaluation, {}
+    study = evaluation.context_cropsizes and sorted({*evaluation.context_cropsizes, config.training_cropsize})
+    songs: dict[tuple[int, int], list[dict]] = {}  # (cropsize, padding) -> score rows
+    if study:
         valid = ValidationCrops(config.data.valid_path(), config.data.cache(), config.validation_cropsize)
-        rows = context_length_study(model, valid.at, losses.separation_l1, config.evaluation.context_cropsizes)
+        rows = context_length_study(model, valid.at, losses.separation_l1, study)
+        for row in rows if evaluation.songs else []:
+            scores = _separate_songs(model, config, separator(model, config, cropsize=row["cropsize"]), songs)
+            row["vocals_sdr"] = float(np.nanmedian([r["sdr_vocals"] for r in scores[:-1]]))
         save_context_length(run_dir, rows)
         out["context_length"] = rows
         if rows:
-            best = min(rows, key=lambda r: r["valid_loss"])["cropsize"]
-            model.inference = {**getattr(model, "inference", {}), "best_cropsize": best}
+            best = (max(rows, key=lambda r: r["vocals_sdr"]) if songs else min(rows, key=lambda r: r["valid_loss"]))
+            model.inference = {**getattr(model, "inference", {}), "best_cropsize": best["cropsize"]}
             if (Path(run_dir) / "checkpoints" / "best").is_dir():
-                checkpoint.update_inference(Path(run_dir) / "checkpoints" / "best", best_cropsize=best)
-    if config.evaluation.songs:
+                checkpoint.update_inference(Path(run_dir) / "checkpoints" / "best", best_cropsize=best["cropsize"])
+    if evaluation.songs:
         sep = separator(model, config)
-        rows = evaluate_folder(config.data.valid_path(), separator=sep, limit=config.evaluation.songs)
+        rows = _separate_songs(model, config, sep, songs)
         out.update({k: v for k, v in rows[-1].items() if k != "song"}, songs=rows[:-1], cropsize=sep.cropsize,
                    padding=sep.padding)
     return out
+
+
+def _separate_songs(model: nn.Module, config: Config, sep: Separator, done: dict) -> list[dict]:
+    """Score rows of the first ``evaluation.songs`` validation songs separated by ``sep``, kept in
+    ``done`` by chunking (the same chunking is not run twice)."""
+    key = (sep.cropsize, sep.padding)
+    if key not in done:
+        done[key] = evaluate_folder(config.data.valid_path(), separator=sep, limit=config.evaluation.songs)
+    return done[key]
 
 
 def separator(model: nn.Module, config: Config, **options: Any) -> Separator:
