@@ -10,6 +10,7 @@ STFT term of :class:`SeparationLoss` also needs the mixture's ``phase`` ``[B, C,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -81,6 +82,14 @@ def resynthesise(magnitude: torch.Tensor, phase: torch.Tensor, n_fft: int, hop_l
     return torch.istft(spec, n_fft, hop_length, window=torch.hann_window(n_fft, device=spec.device))
 
 
+def negative_sdr(estimate: torch.Tensor, target: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """Negative SDR in dB of waveforms ``[N, S]``, the mean over N. ``floor [N]`` is added to both
+    energies, so a silent reference gives a bounded loss (at most ``10 log10(1 + |estimate|^2 / floor)``)."""
+    num = target.square().sum(-1) + floor
+    den = (target - estimate).square().sum(-1) + floor
+    return 10 * torch.log10(den / num).mean()
+
+
 @dataclasses.dataclass
 class SeparationLossConfig(Config):
     """Args:
@@ -95,6 +104,10 @@ class SeparationLossConfig(Config):
             are resynthesised with the mixture's phase (the batch needs ``phase``) and compared at
             ``stft_resolutions``.
         stft_resolutions: ``(n_fft, hop)`` pairs of that loss.
+        sdr: weight of a waveform SDR loss: the negative SDR (dB) of both stems, the target and the
+            residual (mixture - target: the vocals when the target is the instrumental), all
+            resynthesised with the mixture's phase, with energies floored at -30 dB of the
+            mixture's; the batch needs ``phase``.
         n_fft: STFT size of the training spectrogram (for the resynthesis).
         hop_length: its hop.
     """
@@ -107,13 +120,19 @@ class SeparationLossConfig(Config):
     scales: tuple[int, ...] = (1, 2, 4, 8)
     stft: float = 0.0
     stft_resolutions: tuple[tuple[int, ...], ...] = ((512, 128), (1024, 256), (2048, 512))
+    sdr: float = 0.0
     n_fft: int = 2048
     hop_length: int = 1024
 
-    PRESETS = {"spectral": dict(mel=1.0, multi_resolution=0.1), "stft": dict(stft=0.1)}
+    PRESETS = {"spectral": dict(mel=1.0, multi_resolution=0.1), "stft": dict(stft=0.1), "sdr": dict(l1=0.0, sdr=1.0)}
+
+    @property
+    def needs_phase(self) -> bool:
+        """Whether the batch must carry the mixture phase (the waveform terms)."""
+        return bool(self.stft or self.sdr)
 
     def validate(self) -> None:
-        weights = (self.l1, self.mel, self.multi_resolution, self.stft)
+        weights = (self.l1, self.mel, self.multi_resolution, self.stft, self.sdr)
         self.require(min(weights) >= 0, "loss weights must be >= 0")
         self.require(sum(weights) > 0, "at least one loss weight must be > 0")
         self.require(all(len(r) == 2 and min(r) >= 1 for r in self.stft_resolutions),
@@ -140,9 +159,10 @@ class SeparationLoss:
             self._banks[key] = bank[:, :num_bins].to(device)
         return self._banks[key]
 
-    def terms(self, estimate: torch.Tensor, target: torch.Tensor, phase: torch.Tensor | None = None
-              ) -> dict[str, torch.Tensor]:
-        """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes (and mixture phase)."""
+    def terms(self, estimate: torch.Tensor, target: torch.Tensor, phase: torch.Tensor | None = None,
+              mixture: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes (the waveform terms
+        also need the mixture ``phase``, the SDR term the ``mixture`` magnitude)."""
         cfg, out = self.config, {}
         if cfg.l1:
             out["l1"] = F.l1_loss(estimate, target)
@@ -153,18 +173,25 @@ class SeparationLoss:
                                        torch.einsum("mf,bcft->bcmt", bank, target))
         if cfg.multi_resolution:
             out["multi_resolution"] = multi_resolution_l1(estimate, target, cfg.scales)
+        if cfg.needs_phase and phase is None:
+            raise ValueError("the waveform loss terms need the mixture phase in the batch: "
+                             "build the dataset with VoxAugConfig(return_phase=True)")
+        wave = functools.partial(resynthesise, phase=phase, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
         if cfg.stft:
-            if phase is None:
-                raise ValueError("the multi-resolution STFT loss needs the mixture phase in the batch: "
-                                 "build the dataset with VoxAugConfig(return_phase=True)")
-            waves = [resynthesise(x, phase, cfg.n_fft, cfg.hop_length) for x in (estimate, target)]
-            out["stft"] = multi_resolution_stft(*waves, cfg.stft_resolutions)
+            out["stft"] = multi_resolution_stft(wave(estimate), wave(target), cfg.stft_resolutions)
+        if cfg.sdr:
+            if mixture is None:
+                raise ValueError("the SDR loss term needs the mixture magnitude")
+            mixture = mixture.float()
+            mix, est, tgt = wave(mixture), wave(estimate), wave(target)
+            floor = 1e-3 * mix.square().sum(-1)
+            out["sdr"] = (negative_sdr(est, tgt, floor) + negative_sdr(mix - est, mix - tgt, floor)) / 2
         return out
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         mixture, target = batch["mixture"], batch["target"].float()
         estimate = (mask_of(model(mixture)) * mixture).float()
-        terms = self.terms(estimate, target, batch.get("phase"))
+        terms = self.terms(estimate, target, batch.get("phase"), mixture)
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
         return loss, {name: value.detach() for name, value in terms.items()} if len(terms) > 1 else {}
 

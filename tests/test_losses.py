@@ -52,6 +52,38 @@ def test_stft_loss_resynthesises_with_the_mixture_phase(tiny_dataset, tiny_cache
         loss(model, {"mixture": batch["mixture"], "target": target})
 
 
+def test_negative_sdr_is_the_sdr_in_db_and_stays_bounded_on_silence():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(3, 1000, generator=g)
+    noise = torch.randn(3, 1000, generator=g)
+    noise = noise / noise.norm(dim=-1, keepdim=True) * target.norm(dim=-1, keepdim=True) * 0.1  # 20 dB down
+    zero = torch.zeros(3)
+    assert float(losses.negative_sdr(target + noise, target, zero)) == pytest.approx(-20.0, abs=1e-3)
+    silent = torch.zeros(1, 1000)
+    bounded = losses.negative_sdr(target[:1], silent, torch.tensor([10.0]))
+    assert float(bounded) == pytest.approx(10 * torch.log10(1 + target[:1].square().sum() / 10).item(), rel=1e-5)
+
+
+def test_sdr_loss_scores_both_stems_and_needs_phase_and_mixture():
+    batch = _batch(frames=8)
+    batch["phase"] = torch.rand(2, 2, 64, 8, generator=torch.Generator().manual_seed(1)) * 6 - 3
+    preset = losses.SeparationLossConfig.preset("sdr", n_fft=128, hop_length=64)
+    loss = losses.SeparationLoss(preset)
+    assert preset.needs_phase and not losses.SeparationLossConfig().needs_phase
+    mixture, target = batch["mixture"], batch["target"]
+    perfect = loss.terms(target, target, batch["phase"], mixture)["sdr"]
+    worse = loss.terms(target * 0.8, target, batch["phase"], mixture)["sdr"]
+    assert float(perfect) < -25 and float(worse) > float(perfect)  # the floor caps a perfect score near -30 dB
+    model = _model()
+    value, _ = loss(model, batch)
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    with pytest.raises(ValueError, match="mixture magnitude"):
+        loss.terms(target, target, batch["phase"])
+    with pytest.raises(ValueError, match="return_phase"):
+        loss(model, {"mixture": mixture, "target": target})
+
+
 def test_pretraining_l1_ignores_unmasked_frames():
     batch = {**_batch(), "token_mask": torch.zeros(2, 16, dtype=torch.bool)}
     batch["token_mask"][:, 4:8] = True

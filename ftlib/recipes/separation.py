@@ -166,7 +166,7 @@ def build_data(config: Config) -> tuple[Any, ValidationCrops]:
     and fixed crops of the validation songs."""
     root, cache, files = config.data.dataset_root(), config.data.cache(), config.data.train_files()
     report_conversions(root, config.data.sample_rate)
-    voxaug = config.voxaug.replace(seed=config.seed, return_phase=config.voxaug.return_phase or bool(config.loss.stft))
+    voxaug = config.voxaug.replace(seed=config.seed, return_phase=config.voxaug.return_phase or config.loss.needs_phase)
     make = lambda cropsize: VoxAugDataset(root, cache, voxaug.replace(cropsize=cropsize), files)  # noqa: E731
     valid = ValidationCrops(config.data.valid_path(), cache, config.validation_cropsize)
     return (make if config.train.curriculum else make(voxaug.cropsize)), valid
