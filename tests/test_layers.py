@@ -139,3 +139,18 @@ def test_frequency_only_convolutions_are_frame_local():
     x2[..., 4] += 1.0  # change one frame
     changed = (enc(x2) - y).abs().sum(dim=(0, 1, 2)) > 0
     assert changed.tolist() == [i == 4 for i in range(9)]
+
+
+def test_lstm_block_sees_the_whole_crop_in_both_directions():
+    from ftlib.layers import FrameLSTMBlock
+
+    torch.manual_seed(0)
+    block = FrameLSTMBlock(3, 2, 8, hidden=6)
+    x = torch.randn(2, 3, 8, 11)
+    y = block(x)
+    assert y.shape == (2, 2, 8, 11)
+    _grads_reach_all(block, y)
+    for frame in (0, 10):  # a change at either end reaches every frame
+        x2 = x.clone()
+        x2[..., frame] += 1.0
+        assert ((block(x2) - y).abs().sum(dim=(0, 1, 2)) > 0).all()

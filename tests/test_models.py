@@ -7,7 +7,7 @@ from ftlib import checkpoint, models
 from ftlib.errors import CheckpointError, ConfigError
 from ftlib.layers import MultichannelMultiheadAttention
 
-SEPARATORS = ["asym_unet_mct", "frame_primer", "frame_transformer", "temporal_unet"]
+SEPARATORS = ["asym_unet_mct", "conv_unet", "frame_primer", "frame_transformer", "temporal_unet"]
 DISCRIMINATORS = ["patch_discriminator", "vocal_activity_discriminator"]
 # every option of the frame transformer line, on the tiny preset
 VARIANTS = [
@@ -24,7 +24,10 @@ VARIANTS = [
     ("frame_primer", {}),
     ("asym_unet_mct", {}),
     ("frame_primer", {"flatten_maps": False, "residual_attention": True, "conv_kernel": (3, 3)}),
+    ("conv_unet", {}),
+    ("conv_unet", {"time_downsample": 2, "lstm_from_level": 0, "lstm_maps": 2, "in_channels": 1}),
 ]
+ATTENTION = [name for name in SEPARATORS if name != "conv_unet"]  # families with attention layers
 
 
 def _input(model, frames=12, batch=2):
@@ -91,7 +94,8 @@ def test_deterministic_under_seed(name):
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,options", [v for v in VARIANTS if not v[1].get("residual_attention")], ids=lambda v: str(v))
+@pytest.mark.parametrize("name,options", [v for v in VARIANTS if v[0] in ATTENTION and not v[1].get("residual_attention")],
+                         ids=lambda v: str(v))
 def test_fused_attention_model_equals_explicit(name, options):
     torch.manual_seed(0)
     model = models.build(name, "tiny", **options).eval()
@@ -104,7 +108,7 @@ def test_fused_attention_model_equals_explicit(name, options):
     torch.testing.assert_close(model(x), fused, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", SEPARATORS)
+@pytest.mark.parametrize("name", ATTENTION)
 def test_training_with_block_dropout_keeps_the_fused_kernel(name):
     # the seeds' dropout sits on the sub-layer outputs, not on the attention weights; PyTorch's CPU
     # flash kernel has no dropout, so weight dropout would silently send training to the math path
@@ -114,7 +118,7 @@ def test_training_with_block_dropout_keeps_the_fused_kernel(name):
         model(_input(model, 16)).mean().backward()
 
 
-@pytest.mark.parametrize("name", SEPARATORS)
+@pytest.mark.parametrize("name", ATTENTION)
 def test_attention_dropout_reaches_the_attention_weights(name):
     outputs = {}
     for rate in (0.0, 0.5):
@@ -144,7 +148,7 @@ def test_frame_primer_matches_the_published_size_with_its_position_tables():
     assert abs((count_parameters("frame_primer") + tables) / 118e6 - 1) < 0.10
 
 
-@pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], VARIANTS[11],
+@pytest.mark.parametrize("name,options", [VARIANTS[5], VARIANTS[6], VARIANTS[8], VARIANTS[11], VARIANTS[13],
                                           ("patch_discriminator", {}), ("vocal_activity_discriminator", {})],
                          ids=lambda v: str(v))
 def test_checkpoint_round_trip_for_every_family(name, options, tmp_path):

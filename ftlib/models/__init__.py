@@ -14,8 +14,8 @@ model (``task == "complex_separation"``: ``bs_roformer``, ``mel_roformer``) take
 from __future__ import annotations
 
 # importing a family registers it
-from ftlib.models import (asym_unet_mct, bs_roformer, discriminators, frame_transformer, mel_reformer,  # noqa: F401
-                          temporal_unet)
+from ftlib.models import (asym_unet_mct, bs_roformer, conv_unet, discriminators, frame_transformer,  # noqa: F401
+                          mel_reformer, temporal_unet)
 from ftlib.models.registry import build, from_config, list_models, lookup, mask_of, register
 
 __all__ = ["build", "from_config", "list_models", "lookup", "mask_of", "register"]

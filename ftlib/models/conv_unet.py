@@ -1,0 +1,116 @@
+"""Convolutional U-Net with bidirectional-LSTM frame blocks, the idea of the upstream vocal-remover.
+
+Every encoder halves the frequency axis; the first ``time_downsample`` ones also halve the frames,
+so the deep levels are small and the convolutions can be wide for the same cost (the frame
+transformer keeps all frames at every level). From level ``lstm_from_level`` on, each encoder and
+decoder is followed by a :class:`~ftlib.layers.FrameLSTMBlock` whose maps are concatenated to the
+volume: a BiLSTM across the frames of that level gives the whole crop as context. Decoders
+upsample to their skip's size (bilinear), so any number of frames works. A per-frame norm, a
+bias-free 1x1 projection and a sigmoid give the mask.
+
+Input ``[B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ftlib.config import Config
+from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameLSTMBlock, MultichannelLayerNorm
+from ftlib.models.registry import register
+
+
+@dataclasses.dataclass
+class ConvUNetConfig(Config):
+    """Args:
+        in_channels: audio channels C of the input magnitude.
+        num_bins: frequency bins F of the input; divisible by 2^(levels - 1).
+        channels: feature maps of the first level.
+        channel_multipliers: one entry per level; level i has ``channels * m[i]`` maps at F / 2^i bins.
+        time_downsample: how many encoders (from the second level on) also halve the frames.
+        lstm_from_level: levels from this one on get LSTM frame blocks (``levels``: none).
+        lstm_maps: maps each LSTM block extracts (its frame vector is ``lstm_maps * F / 2^i`` wide).
+        lstm_hidden: LSTM state size per direction.
+        activation: "gelu", "relu2" or "relu" in the convolutions.
+    """
+
+    in_channels: int = 2
+    num_bins: int = 1024
+    channels: int = 32
+    channel_multipliers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    time_downsample: int = 3
+    lstm_from_level: int = 2
+    lstm_maps: int = 2
+    lstm_hidden: int = 256
+    activation: str = "gelu"
+
+    PRESETS = {
+        "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), time_downsample=1, lstm_from_level=1,
+                     lstm_maps=1, lstm_hidden=8),
+        # sized for a 2-core CPU
+        "small": dict(channels=16, lstm_maps=1, lstm_hidden=128),
+    }
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_multipliers)
+
+    def validate(self) -> None:
+        levels = self.levels
+        self.require(levels >= 1, "channel_multipliers needs at least one level")
+        self.require(min(self.in_channels, self.channels, self.lstm_maps, self.lstm_hidden,
+                         *self.channel_multipliers) >= 1, "channel counts and lstm sizes must be >= 1")
+        self.require(self.num_bins % 2 ** (levels - 1) == 0,
+                     f"num_bins={self.num_bins} must be divisible by 2^(levels-1)={2 ** (levels - 1)}")
+        self.require(0 <= self.time_downsample < levels, f"time_downsample must be in [0, {levels - 1}]")
+        self.require(0 <= self.lstm_from_level <= levels, f"lstm_from_level must be in [0, {levels}]")
+        self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
+
+
+@register("conv_unet", ConvUNetConfig)
+class ConvUNet(nn.Module):
+    """Convolutional U-Net with LSTM frame blocks (see module docstring). ``config``: ConvUNetConfig."""
+
+    task = "separation"
+
+    def __init__(self, config: ConvUNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        widths = [cfg.channels * m for m in cfg.channel_multipliers]
+        bins = [cfg.num_bins // 2 ** i for i in range(cfg.levels)]
+        maps = [cfg.lstm_maps if i >= cfg.lstm_from_level else 0 for i in range(cfg.levels)]
+
+        def lstm(in_ch: int, level: int) -> nn.Module | None:
+            return FrameLSTMBlock(in_ch, maps[level], bins[level], cfg.lstm_hidden) if maps[level] else None
+
+        self.encoders, self.encoder_lstms = nn.ModuleList(), nn.ModuleList()
+        in_ch = cfg.in_channels
+        for i, width in enumerate(widths):
+            stride = (2, 2 if i <= cfg.time_downsample else 1) if i else (1, 1)
+            self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else bins[0], stride, cfg.activation))
+            self.encoder_lstms.append(lstm(width, i))
+            in_ch = width + maps[i]
+        skip_channels = [w + m for w, m in zip(widths, maps)]
+        self.decoders, self.decoder_lstms = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(cfg.levels - 1)):
+            self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i], cfg.activation))
+            self.decoder_lstms.append(lstm(widths[i], i))
+            in_ch = widths[i] + maps[i]
+        self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
+        self.out = ChannelMix(in_ch, cfg.in_channels)
+
+    @staticmethod
+    def _with_lstm(block: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        return x if block is None else torch.cat([x, block(x)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
+        skips = []
+        for encoder, block in zip(self.encoders, self.encoder_lstms):
+            x = self._with_lstm(block, encoder(x))
+            skips.append(x)
+        for decoder, block, skip in zip(self.decoders, self.decoder_lstms, reversed(skips[:-1])):
+            x = self._with_lstm(block, decoder(x, skip))
+        return torch.sigmoid(self.out(self.out_norm(x)))
