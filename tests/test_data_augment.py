@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from ftlib.data.augment import AugmentConfig, compress, pitch_stretch, random_eq, stereo_width, swap_channels
+from ftlib.data.augment import (AugmentConfig, compress, pitch_stretch, random_eq, shift_bins, stereo_width, stretch_frames,
+                                 swap_channels)
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import ConfigError
 
 
 def test_configs_validate_and_round_trip():
     with pytest.raises(ConfigError, match="mix_domain='waveform'"):
-        VoxAugConfig(pitch_prob=0.5)
+        VoxAugConfig(compress_prob=0.5)
     with pytest.raises(ConfigError, match="eq_prob"):
         AugmentConfig(eq_prob=1.5)
     with pytest.raises(ConfigError, match="vocal_gain_db"):
@@ -35,6 +36,34 @@ def test_spectral_augmentations():
     mono = stereo_width(spec, 0.0)
     assert np.allclose(mono[0], mono[1])
     assert np.array_equal(swap_channels(spec)[0], spec[1])
+
+
+def test_spectral_pitch_shift_and_time_stretch():
+    spec = np.zeros((2, 256, 12), np.complex64)
+    spec[:, 40] = np.exp(1j * np.linspace(0, 3, 12))  # a partial at bin 40
+    up = shift_bins(spec, 12.0)
+    assert np.abs(up).argmax(axis=1).tolist() == [[80] * 12] * 2 and np.abs(up).max() == pytest.approx(1.0)
+    assert np.allclose(np.angle(up[:, 80]), np.angle(spec[:, 40]), atol=1e-5), "phase of the source bin"
+    down = shift_bins(spec, -12.0)
+    assert np.abs(down).argmax(axis=1).tolist() == [[20] * 12] * 2
+    assert np.abs(shift_bins(spec, 24.0)[:, 160]).min() > 0.99 and not np.abs(shift_bins(spec, 24.0)[:, 250:]).any()
+    ramp = np.broadcast_to(np.arange(12, dtype=np.float32), (2, 256, 12)).astype(np.complex64)
+    fast = stretch_frames(ramp, 6)  # 12 frames played in 6
+    assert fast.shape == (2, 256, 6) and np.allclose(np.abs(fast[0, 0]), np.linspace(0, 11, 6), atol=1e-5)
+    assert np.allclose(stretch_frames(ramp, 12), ramp)
+
+
+def test_spectral_pitch_and_stretch_in_voxaug_items(tiny_dataset, tiny_cache):
+    plain = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=4, seed=3))
+    shifted = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=4, seed=3, pitch_prob=1.0,
+                                                                   stretch_prob=1.0, stretch_rate=(0.8, 1.25)))
+    off = VoxAugDataset(tiny_dataset, tiny_cache, VoxAugConfig(cropsize=16, items_per_epoch=4, seed=3, pitch_prob=0.0,
+                                                               stretch_rate=(0.9, 1.1)))
+    for i in range(4):
+        a, b = plain[i], shifted[i]
+        assert b["mixture"].shape == a["mixture"].shape and not torch.equal(a["mixture"], b["mixture"])
+        assert torch.all(b["target"] <= b["mixture"] + 1e-6)
+        assert torch.equal(off[i]["mixture"], a["mixture"]), "disabled augmentations draw nothing"
 
 
 def test_pitch_stretch_and_compression_on_a_tone():

@@ -1,10 +1,13 @@
 """Augmentations and augmented random crops of cached stems.
 
 Each augmentation is a small function with its own probability and range in :class:`AugmentConfig`
-(all off by default). Waveform-domain ones (pitch shift, time stretch, compression) use pedalboard
-(Rubber Band, JUCE compressor) and need ``mix_domain="waveform"``: crops are then read from a
-:class:`~ftlib.data.cache.WaveformCache` and transformed with one STFT per stem. Spectrogram-domain
-ones (random EQ, stereo width, L/R swap) are linear, so they act on the complex STFT directly.
+(all off by default). With ``mix_domain="waveform"`` crops are read from a
+:class:`~ftlib.data.cache.WaveformCache`, pitch shift and time stretch use Rubber Band (pedalboard;
+formants kept) and compression a JUCE compressor, then each stem gets one STFT. With the default
+``mix_domain="spectrogram"`` pitch shift and time stretch resample the cached STFT along frequency
+or frames (formants move with the pitch, as with a speed change; cheap enough for every item), and
+compression is unavailable. Random EQ, stereo width and L/R swap are linear, so they act on the
+complex STFT in either domain.
 
 Randomness: every draw comes from the item's own generator :func:`item_rng` seeded by
 ``(seed, epoch, index)``, never from global or per-worker state, so DataLoader workers share no
@@ -26,7 +29,7 @@ from ftlib.config import Config
 from ftlib.data.cache import SpectrogramCache
 
 EPS = 1e-8
-WAVEFORM_AUGMENTATIONS = ("pitch_prob", "stretch_prob", "compress_prob")
+WAVEFORM_AUGMENTATIONS = ("compress_prob",)
 RANGE_TYPES = (tuple[float, float], tuple[int, int])  # config fields checked as (low, high)
 
 
@@ -71,7 +74,7 @@ class AugmentConfig(Config):
         mix_domain: "spectrogram" (crops of the STFT cache, cheapest) or "waveform" (crops of a
             waveform cache and one STFT per stem; needed by pitch, stretch and compression). Stems
             are summed as STFTs either way, which equals mixing waveforms since the STFT is linear.
-        pitch_prob: probability of a pitch shift per stem (Rubber Band, formants kept).
+        pitch_prob: probability of a pitch shift per stem (see the module docstring for how).
         pitch_vocal_semitones: shift range of vocal stems.
         pitch_instrumental_semitones: shift range of instrumental (and unlabeled) stems.
         stretch_prob: probability of a time stretch per stem.
@@ -170,6 +173,37 @@ def swap_channels(spec: np.ndarray) -> np.ndarray:
     return spec[::-1]
 
 
+def _resample(spec: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
+    """Complex ``spec`` read at fractional ``positions`` along ``axis`` (1: bins, 2: frames):
+    magnitudes interpolated linearly, each output taking the phase of its nearest source; positions
+    outside the axis give zeros."""
+    size = spec.shape[axis]
+    inside = (positions >= 0) & (positions <= size - 1)
+    low = np.clip(np.floor(positions).astype(np.int64), 0, size - 1)
+    high = np.minimum(low + 1, size - 1)
+    frac = np.clip(positions - low, 0, 1).astype(np.float32)
+    frac = frac[:, None] if axis == 1 else frac
+    magnitude = np.abs(spec)
+    take = lambda x, i: np.take(x, i, axis=axis)  # noqa: E731
+    level = take(magnitude, low) * (1 - frac) + take(magnitude, high) * frac
+    phase = np.angle(take(spec, np.clip(np.rint(positions).astype(np.int64), 0, size - 1)))
+    out = (level * np.exp(1j * phase)).astype(np.complex64)
+    out[(slice(None),) * axis + (~inside,)] = 0
+    return out
+
+
+def shift_bins(spec: np.ndarray, semitones: float) -> np.ndarray:
+    """Spectral pitch shift of a complex ``[C, F, T]``: the content of bin f moves to
+    ``f * 2 ** (semitones / 12)`` (formants move with it); bins with no source become zero."""
+    return _resample(spec, np.arange(spec.shape[1]) / 2 ** (semitones / 12), axis=1)
+
+
+def stretch_frames(spec: np.ndarray, frames: int) -> np.ndarray:
+    """Spectral time stretch of a complex ``[C, F, T]`` to ``[C, F, frames]`` (the crop played
+    ``T / frames`` times as fast, pitch unchanged)."""
+    return _resample(spec, np.linspace(0, spec.shape[2] - 1, frames), axis=2)
+
+
 def chance(rng: np.random.Generator, prob: float) -> bool:
     """True with probability ``prob``; draws nothing when ``prob`` is 0."""
     return prob > 0 and rng.random() < prob
@@ -210,15 +244,29 @@ class StemCrops:
         if self.waveform:
             spec = self._wave_crop(data, rng, kind)
         else:
-            start = int(rng.integers(0, data.shape[-1] - self.cropsize + 1))
-            spec = np.asarray(data[:, :-1, start:start + self.cropsize])
+            spec = self._spec_crop(data, rng, kind)
         return self.spectral(spec, rng)
 
-    def _wave_crop(self, wave: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
+    def _draw_pitch_rate(self, rng: np.random.Generator, kind: str) -> tuple[float, float]:
+        """``(semitones, rate)`` of one crop: 0 and 1 unless its pitch / stretch chance comes up."""
         cfg = self.config
         semitone_range = cfg.pitch_vocal_semitones if kind == "vocal" else cfg.pitch_instrumental_semitones
         semitones = rng.uniform(*semitone_range) if chance(rng, cfg.pitch_prob) else 0.0
         rate = rng.uniform(*cfg.stretch_rate) if chance(rng, cfg.stretch_prob) else 1.0
+        return semitones, rate
+
+    def _spec_crop(self, data: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
+        semitones, rate = self._draw_pitch_rate(rng, kind)
+        length = min(data.shape[-1], max(1, round(self.cropsize * rate)))
+        start = int(rng.integers(0, data.shape[-1] - length + 1))
+        spec = np.asarray(data[:, :-1, start:start + length])
+        if length != self.cropsize:
+            spec = stretch_frames(spec, self.cropsize)
+        return shift_bins(spec, semitones) if semitones else spec
+
+    def _wave_crop(self, wave: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
+        cfg = self.config
+        semitones, rate = self._draw_pitch_rate(rng, kind)
         length = min(wave.shape[-1], math.ceil(self.samples * rate))
         start = int(rng.integers(0, wave.shape[-1] - length + 1))
         segment = np.array(wave[:, start:start + length])

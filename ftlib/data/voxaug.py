@@ -153,7 +153,7 @@ class VoxAugDataset(EpochDataset):
         """A crop of a stem: a lazy slice of its cache entry when no augmentation transforms it
         (the same draws as ``StemCrops.crop``, which returns decoded arrays), else ``StemCrops.crop``."""
         cfg = self.config
-        if self.crops.waveform or max(cfg.eq_prob, cfg.width_prob, cfg.swap_prob) > 0:
+        if self.crops.waveform or max(cfg.eq_prob, cfg.width_prob, cfg.swap_prob, cfg.pitch_prob, cfg.stretch_prob) > 0:
             return self.crops.crop(path, rng, kind)
         data = self.cache.get(path)
         start = int(rng.integers(0, data.shape[-1] - cfg.cropsize + 1))
