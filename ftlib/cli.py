@@ -1,9 +1,9 @@
-"""The ``ftlib`` console script: ``train``, ``run``, ``runs``, ``separate``, ``evaluate`` and ``import-msst``."""
+"""The ``ftlib`` console script: ``train``, ``run``, ``runs``, ``separate``, ``evaluate``, ``compare`` and
+``import-msst``."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import sys
@@ -164,12 +164,13 @@ def _numbers(kind: type) -> Callable[[str], list]:
     return parse
 
 
-def _separator(args: argparse.Namespace):
+def _separator(args: argparse.Namespace, models: list[str] | None = None):
     """The Separator (one checkpoint or an ensemble) with the options given on the command line."""
     from ftlib.separation import Separator
 
+    models = models or args.model
     options = {k: getattr(args, k) for k in SEPARATOR_OPTIONS if getattr(args, k, None) not in (None, False)}
-    separator = Separator.from_checkpoint(args.model if len(args.model) > 1 else args.model[0], **options)
+    separator = Separator.from_checkpoint(models if len(models) > 1 else models[0], **options)
     print(f"separating with {separator.settings}", file=sys.stderr)
     return separator
 
@@ -186,22 +187,75 @@ def cmd_separate(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _metrics(args: argparse.Namespace) -> list[str] | None:
+    from ftlib.evaluate import METRICS
+
+    unknown = [m for m in args.metrics or [] if m not in METRICS]
+    if unknown:
+        raise FtlibError(f"--metrics: unknown {', '.join(unknown)}; choose from {','.join(METRICS)}")
+    return args.metrics
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score estimates (or separations by checkpoints) against a folder of references."""
-    from ftlib.evaluate import evaluate_folder, format_summary, format_table
+    from ftlib import evaluate
 
     separator = None if args.estimates else _separator(args)
-    rows = evaluate_folder(args.folder, estimates=args.estimates, separator=separator, progress=not args.quiet)
-    print(format_table(rows, [k for k in rows[0] if k.split("_")[0] in ("sdr", "csdr", "sisdr")]))
-    print()
-    print(format_summary(rows))
+    result = evaluate.run_evaluation(args.folder, estimates=args.estimates, separator=separator,
+                                     progress=not args.quiet, metrics=_metrics(args))
+    columns = evaluate.metric_columns(result.rows, ("estimate",))
+    for stem in evaluate.STEMS:  # one table per stem keeps the lines short
+        print(evaluate.format_table(result.rows, [c for c in columns if c.endswith("_" + stem)]) + "\n")
+    notes = evaluate.format_notes(result.rows)
+    if notes:
+        print(notes + "\n")
+    print(evaluate.format_summary(result.rows))
     if args.csv:
-        fields = list(dict.fromkeys(key for row in rows for key in row))
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.csv}")
+        print(f"wrote {evaluate.write_csv(result.rows, args.csv)}")
+    if args.json:
+        print(f"wrote {result.save(args.json)}")
+    return 0
+
+
+class _System(argparse.Action):
+    """Collects ``-m``, ``-e`` and ``--json`` in command-line order as ``(kind, value)`` pairs."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), (self.const, values)])
+
+
+def _evaluation(args: argparse.Namespace, kind: str, value: str, metrics: list[str] | None):
+    """One system of ``ftlib compare`` scored on DATA: a checkpoint (``kind="model"``) or an estimates folder."""
+    from ftlib import evaluate
+    from ftlib.separation.separator import checkpoint_name
+
+    if args.folder is None:
+        raise FtlibError(f"{'-m' if kind == 'model' else '-e'} {value}: give the DATA folder to score it on")
+    if kind == "model":
+        return evaluate.run_evaluation(args.folder, separator=_separator(args, [value]), progress=not args.quiet,
+                                       metrics=metrics, name=checkpoint_name(value))
+    return evaluate.run_evaluation(args.folder, estimates=value, progress=not args.quiet, metrics=metrics)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare systems on the same songs, each against the first: paired differences, intervals, tests."""
+    from ftlib import compare, evaluate
+
+    if len(args.systems) < 2:
+        raise FtlibError("give two or more systems (-m CHECKPOINT, -e ESTIMATES_DIR, --json EVALUATION.json)")
+    metrics = _metrics(args)
+    saved = {value: evaluate.Evaluation.load(value) for kind, value in args.systems if kind == "json"}
+    if args.folder is not None and saved:  # refuse evaluations of other songs before separating anything
+        data = evaluate.Evaluation("DATA", [], evaluate.folder_fingerprint(args.folder))
+        compare.check_same_songs([data, *saved.values()])
+    evaluations = [saved[value] if kind == "json" else _evaluation(args, kind, value, metrics)
+                   for kind, value in args.systems]
+    result = compare.compare(evaluations)
+    print(compare.format_comparison(result))
+    if args.csv:
+        print(f"wrote {result.save_csv(args.csv)}")
+    if args.json_out:
+        print(f"wrote {result.save(args.json_out)}")
     return 0
 
 
@@ -244,6 +298,15 @@ def _add_separator_options(p: argparse.ArgumentParser) -> None:
                    help="extra chunk sizes to average over (padding scales with them)")
     g.add_argument("--postprocess", action="store_true", help="raise the mask over long vocal-free stretches")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_metrics_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", type=_names, metavar="M1,M2,...",
+                   help="metrics to compute: sdr, csdr, sisdr, fullness, bleedless, l1_freq, log_wmse (default: all)")
+
+
+def _names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,16 +365,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_separator_options(p)
     p.set_defaults(func=cmd_separate)
 
-    p = sub.add_parser("evaluate", help="SDR, cSDR and SI-SDR of separations against reference stems")
+    p = sub.add_parser("evaluate", help="SDR, cSDR, SI-SDR, fullness, bleedless, L1-freq and log-WMSE of separations",
+                       description="Score separations against reference stems: a per-song table, notes on "
+                                   "conversions and undefined values, and a summary with bootstrap intervals.")
     p.add_argument("folder", help="dataset folder: <song>/{mixture,vocals[,instrumental]}.wav (MUSDB18-HQ layout)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--estimates", metavar="ESTIMATES_DIR",
                         help="folder of existing separations <song>_Instruments[_<models>].<ext>")
     source.add_argument("-m", "--model", action="append", metavar="CHECKPOINT",
                         help="separate with this checkpoint first; repeat for an ensemble")
-    p.add_argument("--csv", metavar="PATH", help="also write the per-song rows as CSV")
+    p.add_argument("--csv", metavar="PATH", help="write one row per song with every metric and note")
+    p.add_argument("--json", metavar="PATH", help="write songs, summaries with intervals and the songs' fingerprint "
+                                                  "(what ftlib compare --json reads)")
+    _add_metrics_option(p)
     _add_separator_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="compare systems on the same songs (paired differences, intervals, tests)",
+                       description="Score two or more systems on the same songs and compare each with the first: "
+                                   "per-song differences, their mean and median with bootstrap intervals, wins, "
+                                   "and a Wilcoxon signed-rank test, for every metric. Systems keep their "
+                                   "command-line order; evaluations of different songs are refused.")
+    p.add_argument("folder", nargs="?", metavar="DATA", help="dataset folder the -m and -e systems are scored on "
+                                                             "(with --json alone: checked against their songs)")
+    p.add_argument("-m", "--model", dest="systems", action=_System, const="model", default=[], metavar="CHECKPOINT",
+                   help="a system: separate DATA with this checkpoint")
+    p.add_argument("-e", "--estimates", dest="systems", action=_System, const="estimates", metavar="ESTIMATES_DIR",
+                   help="a system: existing separations <song>_Instruments[_<models>].<ext> of DATA")
+    p.add_argument("--json", dest="systems", action=_System, const="json", metavar="EVALUATION.json",
+                   help="a system: an evaluation saved by ftlib evaluate --json")
+    p.add_argument("--csv", metavar="PATH", help="write the comparison table (one row per metric and system)")
+    p.add_argument("--json-out", metavar="PATH", help="write everything: per-song values and differences, "
+                                                      "summaries, tests, the songs' fingerprint")
+    _add_metrics_option(p)
+    _add_separator_options(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("import-msst", help="convert a Music-Source-Separation-Training BS-RoFormer or Mel-Band "
                                            "RoFormer checkpoint into an ftlib checkpoint",

@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own layer's modules and any lower 
 2 models (and checkpoint, which rebuilds them; msst, which imports community checkpoints)
 3 data, losses, diffusion
 4 the training engine (train) and separation (inference)
-5 evaluate (separates and scores songs)
+5 evaluate (separates and scores songs) and compare (paired statistics of evaluations)
 6 recipes (each trains with the engine and evaluates by separating)
 7 tooling: runs, report, plots, widgets, cli and the ``__main__`` entry points
 """
@@ -23,7 +23,7 @@ LAYERS = [
     ("ftlib.models", "ftlib.checkpoint", "ftlib.msst"),
     ("ftlib.data", "ftlib.losses", "ftlib.diffusion"),
     ("ftlib.train", "ftlib.separation"),
-    ("ftlib.evaluate",),
+    ("ftlib.evaluate", "ftlib.compare"),
     ("ftlib.recipes",),
     ("ftlib.runs", "ftlib.report", "ftlib.plots", "ftlib.widgets", "ftlib.cli"),
 ]

@@ -270,8 +270,13 @@ def fake_modules(monkeypatch):
         calls.append((folder, estimates, separator))
         return [{"song": "a", "sdr": 5.0}, {"song": "b", "sdr": 3.0, "extra": 1}]
 
+    def run_evaluation(folder, estimates=None, separator=None, **options):
+        rows = evaluate_folder(folder, estimates, separator)
+        return ftlib.evaluate.Evaluation(options.get("name") or "fake", rows, {"songs": []})
+
     monkeypatch.setattr(ftlib.separation, "Separator", FakeSeparator)
     monkeypatch.setattr(ftlib.evaluate, "evaluate_folder", evaluate_folder)
+    monkeypatch.setattr(ftlib.evaluate, "run_evaluation", run_evaluation)
     monkeypatch.setattr(ftlib.evaluate, "format_table", lambda rows, columns=None: "TABLE " + " ".join(r["song"] for r in rows))
     monkeypatch.setattr(ftlib.evaluate, "format_summary", lambda rows: "SUMMARY")
     return types.SimpleNamespace(calls=calls)
@@ -313,6 +318,12 @@ def test_cli_evaluate(tmp_path, fake_modules, capsys):
     assert fake_modules.calls[-1] == ("data", "est", None)
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "song,sdr,extra" and lines[1] == "a,5.0," and len(lines) == 3
+    json_path = tmp_path / "scores.json"
+    assert cli.main(["evaluate", "data", "-e", "est", "--json", str(json_path)]) == 0
+    saved = json.loads(json_path.read_text())
+    assert saved["system"] == "fake" and [r["song"] for r in saved["songs"]] == ["a", "b"]
+    assert cli.main(["evaluate", "data", "-e", "est", "--metrics", "sdr,nope"]) == 2
+    assert "unknown nope" in capsys.readouterr().err
 
     ckpt = tmp_path / "m.safetensors"
     ckpt.write_text("x")
@@ -320,3 +331,14 @@ def test_cli_evaluate(tmp_path, fake_modules, capsys):
     assert isinstance(fake_modules.calls[-1][2], FakeSeparator)
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "data"])  # one of -e/-m is required
+
+
+def test_cli_compare_keeps_the_order_of_systems(tmp_path, fake_modules, capsys):
+    a, b = tmp_path / "model_a", tmp_path / "model_b"  # checkpoint folders: systems are named after them
+    a.mkdir()
+    b.mkdir()
+    assert cli.main(["compare", "data", "-m", str(a), "-e", "est", "-m", str(b), "--cropsize", "64"]) == 0
+    assert [(c[0], c[1]) for c in fake_modules.calls] == [("data", None), ("data", "est"), ("data", None)]
+    assert [s.checkpoint for s in FakeSeparator.created] == [str(a), str(b)]  # one separator per -m, not an ensemble
+    assert FakeSeparator.created[1].options == {"cropsize": 64}
+    assert "ties against model_a" in capsys.readouterr().out  # the first system is the baseline

@@ -10,3 +10,4 @@ from ftlib.plots.report import *  # noqa: E402,F401,F403
 from ftlib.plots.diffusion import *  # noqa: E402,F401,F403
 from ftlib.plots.mel import *  # noqa: E402,F401,F403
 from ftlib.plots.training import *  # noqa: E402,F401,F403
+from ftlib.plots.comparison import *  # noqa: E402,F401,F403
