@@ -228,6 +228,36 @@ def compare(evaluations: Sequence[Evaluation], columns: Sequence[str] | None = N
     return Comparison(systems, songs, columns, values, summaries, paired, evaluations[0].fingerprint, options, dropped)
 
 
+def from_rows(systems: dict[str, Sequence[dict]], columns: Sequence[str] | None = None, **bootstrap) -> Comparison:
+    """:func:`compare` of per-song score rows (``system -> rows`` with a ``"song"`` key, as
+    :func:`ftlib.evaluate.evaluate_folder` and the recipes' ``evaluate`` return them; a
+    ``"summary"`` row is ignored), the songs matched by name: for systems scored in one process on
+    one folder, where there are no files to fingerprint. Raises DataError when the names differ."""
+    evaluations = []
+    for system, rows in systems.items():
+        rows = [r for r in rows if r.get("song") != "summary"]
+        evaluations.append(Evaluation(system, list(rows), {"songs": [{"name": r["song"]} for r in rows]}))
+    return compare(evaluations, columns, **bootstrap)
+
+
+def verdict(comparison: Comparison, column: str = "sdr_vocals", system: str | None = None) -> str:
+    """One sentence on ``system`` (default: the second) against the baseline for one metric: the
+    mean difference with its interval, wins, the p-value, and whether the difference is within
+    noise (its interval includes zero) or not."""
+    system = system or comparison.systems[1]
+    p = comparison.paired[column][system]
+    ci = p["mean_ci"]
+    if ci is None:
+        call = "too few songs to tell"
+    elif ci[0] <= 0 <= ci[1]:
+        call = "within noise (the interval includes 0)"
+    else:
+        call = f"{system} is {'better' if p['mean'] > 0 else 'worse'} (the interval excludes 0)"
+    return (f"{column_label(column)}: {system} - {comparison.baseline} = {_num(p['mean'], True)} {_ci(ci)} "
+            f"over {p['songs']} songs, wins {p['wins']}/{p['wins'] + p['losses'] + p['ties']}, "
+            f"Wilcoxon p = {_p(p['test']['p'])}: {call}")
+
+
 def _value(value) -> float:
     return float("nan") if value is None else float(value)
 

@@ -26,6 +26,7 @@ from ftlib import audio, paths, recipes, runs
 from ftlib.data import synth
 from ftlib.data.sources import scan_songs
 from ftlib.errors import CheckpointError, DataError, FtlibError
+from ftlib.evaluate import Evaluation
 from ftlib.models.inspect import attention_maps
 from ftlib.recipes import separation
 from ftlib.separation import load_model
@@ -48,7 +49,9 @@ class RunRecord:
 
     ``logs``: training folder (``""`` for the run itself, else e.g. ``"models/model0"``) -> its
     ``metrics.jsonl`` records; ``checkpoints``: the same keys -> ``checkpoints/best`` folders;
-    ``context_length``: the same keys -> context-length study rows.
+    ``context_length``: the same keys -> context-length study rows; ``scores``: the same keys ->
+    ``metrics.json`` of the folders whose file has per-song scores and the songs' fingerprint (the
+    separation recipe's ``songs`` and ``fingerprint``).
     """
 
     path: Path
@@ -59,6 +62,7 @@ class RunRecord:
     logs: dict[str, list[dict]]
     checkpoints: dict[str, Path]
     context_length: dict[str, list[dict]]
+    scores: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def name_of(self, folder: str) -> str:
         """Label of a training folder of this run (the run's label, plus the folder when nested)."""
@@ -92,9 +96,15 @@ def load_run(path: str | Path, label: str = "") -> RunRecord:
         if (best / "model.safetensors").is_file():
             folder = best.parent.parent.relative_to(path).as_posix()
             checkpoints["" if folder == "." else folder] = best
+    scores = {}
+    for file in sorted(path.rglob(recipes.METRICS_FILE)):
+        metrics = _read_json(file, {})
+        if isinstance(metrics.get("songs"), list) and isinstance(metrics.get("fingerprint"), dict):
+            folder = file.parent.relative_to(path).as_posix()
+            scores["" if folder == "." else folder] = metrics
     return RunRecord(path=path, label=label or runs.strip_stamp(path.name), notebook=runs.notebook_of(path),
                      config=_read_json(path / "config.json", {}), metrics=_read_json(path / "metrics.json", {}),
-                     logs=logs, checkpoints=checkpoints, context_length=context)
+                     logs=logs, checkpoints=checkpoints, context_length=context, scores=scores)
 
 
 def find_runs(root: str | Path | None = None, patterns: str | Sequence[str] = "", notebook: str = "",
@@ -155,6 +165,18 @@ def context_length_table(records: Sequence[RunRecord]) -> list[dict]:
     """``{"run", "cropsize", "valid_loss"}`` rows of every run that has a ``context_length.json``."""
     return [{"run": r.name_of(folder), **row} for r in records for folder, rows in r.context_length.items()
             for row in rows]
+
+
+def song_evaluations(records: Sequence[RunRecord]) -> list[Evaluation]:
+    """The per-song scores of every run (and training folder) that has them, named like its training
+    curves, as evaluations for :func:`ftlib.compare.compare`: those of the songs most of them share
+    (same names, lengths and reference hashes), so they compare; empty when none has scores."""
+    groups: dict[str, list[Evaluation]] = {}
+    for r in records:
+        for folder, metrics in r.scores.items():
+            key = json.dumps(metrics["fingerprint"].get("songs"), sort_keys=True)
+            groups.setdefault(key, []).append(Evaluation(r.name_of(folder), metrics["songs"], metrics["fingerprint"]))
+    return max(groups.values(), key=len, default=[])
 
 
 def sdr_table(records: Sequence[RunRecord]) -> list[dict]:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 
 from ftlib import audio, cli, plots  # noqa: E402
 from ftlib.compare import (best_counts, check_same_songs, compare, format_comparison, paired_differences,  # noqa: E402
-                           signed_rank_test, unique_names)
+                           from_rows, signed_rank_test, unique_names, verdict)
 from ftlib.errors import DataError  # noqa: E402
 from ftlib.evaluate import Evaluation, run_evaluation  # noqa: E402
 
@@ -96,6 +96,21 @@ def test_compare_skips_undefined_songs():
     b = _evaluation("B", [2.0, math.nan, 4.0, 5.0, 6.0, 7.0])
     p = compare([a, b]).paired["sdr_vocals"]["B"]
     assert p["songs"] == 5 and p["skipped"] == ["s2"] and p["wins"] == 5
+
+
+def test_rows_of_one_process_and_the_verdict():
+    rows = lambda sdr: [{"song": s, "sdr_vocals": v} for s, v in zip(SONGS, sdr)] + [{"song": "summary"}]  # noqa: E731
+    clear = from_rows({"scratch": rows([1, 2, 3, 4, 5, 6]), "finetuned": rows([2, 3, 4, 5, 6, 7])})
+    assert clear.songs == SONGS and clear.paired["sdr_vocals"]["finetuned"]["wins"] == 6
+    text = verdict(clear)
+    assert text.startswith("SDR vocals (dB): finetuned - scratch = +1.00 [+1.00, +1.00] over 6 songs, wins 6/6")
+    assert text.endswith("finetuned is better (the interval excludes 0)")
+    noisy = from_rows({"A": rows([1, 2, 3, 4, 5, 6]), "B": rows([1.5, 1.5, 3.5, 3.5, 5.5, 5.5])})
+    assert verdict(noisy, system="B").endswith("within noise (the interval includes 0)")
+    worse = from_rows({"A": rows([1, 2, 3, 4, 5, 6]), "B": rows([0, 1, 2, 3, 4, 5])})
+    assert verdict(worse).endswith("B is worse (the interval excludes 0)")
+    with pytest.raises(DataError, match="song 's6' missing from B"):
+        from_rows({"A": rows([1] * 6), "B": rows([1] * 6)[:5]})
 
 
 def test_different_songs_are_refused_by_name():

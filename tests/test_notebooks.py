@@ -112,15 +112,16 @@ SMOKE = {
     "00_quickstart": ({"training_curves", "sdr", "spectrograms"}, 4, ("sdr_vocals", "input_sdr_vocals", "valid_loss")),
     "05_models": ({"presets", "attention_maps"}, 0, ("parameters",)),
     "10_pretrain": ({"training_curves", "reconstruction"}, 0, ("valid_masked_l1", "best_valid_masked_l1")),
-    "30_diffusion_separation": ({"losses", "denoising", "crop", "sdr_vs_steps"}, 4,
+    "30_diffusion_separation": ({"losses", "denoising", "crop", "sdr_vs_steps", "sdr_intervals"}, 4,
                                 ("sdr_vocals_ddim_2", "sdr_vocals_mask_model", "input_sdr_vocals", "denoiser_valid_loss")),
     "31_diffusion_idea": ({"losses", "denoising", "samples"}, 2, ("final_loss", "valid_loss")),
     "40_mel_expansion": ({"training_curves", "reconstructions", "generations", "fold_sweep"}, 3,
                          ("final_loss", "valid_l1", "free_running_l1", "length_error")),
-    "50_separate": ({"scores", "spectrograms"}, 4, ("sdr_vocals_single", "sdr_vocals_ensemble", "input_sdr_vocals",
+    "50_separate": ({"scores", "spectrograms", "paired_sdr", "metric_intervals", "sdr_vs_fullness"}, 4, ("sdr_vocals_single", "sdr_vocals_ensemble", "input_sdr_vocals",
                                                     "rtf_single", "rtf_ensemble")),
-    "60_report": ({"training_curves", "context_length", "sdr", "masks", "attention_maps", "schedule"}, 2,
-                  ("best_sdr_vocals",)),
+    "60_report": ({"training_curves", "context_length", "sdr", "paired_songs", "metric_intervals",
+                   "metric_scatter", "masks", "attention_maps", "schedule"}, 3,
+                  ("best_sdr_vocals", "paired_systems")),
 }
 
 

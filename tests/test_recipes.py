@@ -10,6 +10,7 @@ from ftlib.config import ConfigError
 from ftlib.data.pretrain import MaskedPretrainDataset, PretrainConfig
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import FtlibError
+from ftlib.evaluate import Evaluation
 from ftlib.recipes import finetune
 from ftlib.recipes.adversarial import AdversarialConfig, AdversarialLoss, AdversarialSeparation
 from ftlib.train import TrainConfig, fit
@@ -201,14 +202,15 @@ def test_separation_keeps_the_crop_size_with_the_best_median_vocal_sdr(tmp_path,
 
     def scores(folder, separator, limit):
         calls.append((separator.cropsize, separator.padding))
-        return [{"song": "a", "sdr_vocals": separator.cropsize / 10}, {"song": "b", "sdr_vocals": 0.0},
-                {"song": "summary", "sdr_vocals": separator.cropsize / 20}]
+        rows = [{"song": "a", "sdr_vocals": separator.cropsize / 10}, {"song": "b", "sdr_vocals": 0.0}]
+        return Evaluation("model", rows, {"songs": [{"name": "a"}, {"name": "b"}]})
 
-    monkeypatch.setattr(separation, "evaluate_folder", scores)
+    monkeypatch.setattr(separation, "run_evaluation", scores)
     out = separation.evaluate(model, config, tmp_path)
     assert [(r["cropsize"], r["vocals_sdr"]) for r in out["context_length"]] == [(16, 0.8), (32, 1.6)]
     assert calls == [(16, 4), (32, 8)]  # the songs at the chosen crop size are not separated twice
-    assert (out["cropsize"], out["sdr_vocals"]) == (32, 1.6)
+    assert (out["cropsize"], out["sdr_vocals"]) == (32, 1.6)  # the mean over the songs
+    assert out["fingerprint"]["songs"] == [{"name": "a"}, {"name": "b"}] and len(out["songs"]) == 2
     header = checkpoint.read_header(tmp_path / "checkpoints" / "best")
     assert header["inference"]["best_cropsize"] == 32
     out = separation.evaluate(model, config.replace(evaluation=dict(songs=0)), tmp_path)

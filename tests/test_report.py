@@ -101,6 +101,28 @@ def test_sdr_table_rows_per_run_and_system(root):
     plt.close(fig)
 
 
+def test_song_evaluations_of_runs_that_scored_the_same_songs(tmp_path):
+    root = tmp_path / "runs"
+
+    def scored(name, folder, songs, sdr):
+        path = root / name / folder
+        path.mkdir(parents=True, exist_ok=True)
+        fingerprint = {"sample_rate": 44100, "songs": [{"name": s, "samples": 10, "sha256": {"vocals": s}} for s in songs]}
+        rows = [{"song": s, "sdr_vocals": v} for s, v in zip(songs, sdr)]
+        (path / "metrics.json").write_text(json.dumps({"songs": rows, "fingerprint": fingerprint}))
+
+    scored("20240101-100000-00_quickstart", "", ["a", "b"], [1.0, 2.0])
+    scored("20240102-100000-20_voxaug_finetune", "scratch", ["a", "b"], [1.5, 2.5])
+    scored("20240102-100000-20_voxaug_finetune", "finetuned", ["a", "b"], [2.0, 3.0])
+    scored("20240103-100000-00_quickstart", "", ["c"], [4.0])  # other songs: left out
+    (root / "20240104-100000-05_models").mkdir()
+    evaluations = report.song_evaluations(report.collect(root))
+    assert [e.system for e in evaluations] == ["20240101-100000-00_quickstart", "20_voxaug_finetune/finetuned",
+                                               "20_voxaug_finetune/scratch"]  # two quickstart runs keep their stamps
+    assert [e.rows[1]["sdr_vocals"] for e in evaluations] == [2.0, 3.0, 2.5]
+    assert report.song_evaluations(report.collect(root, "*05_models*")) == []
+
+
 def test_figures_from_records(root):
     records = report.collect(root)
     fig = plots.compare_training_curves(report.training_logs(records), step_range=(1, 2))

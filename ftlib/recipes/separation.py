@@ -30,7 +30,7 @@ from ftlib.data.synth import SynthConfig
 from ftlib.data.validation import ValidationCrops
 from ftlib.data.voxaug import VoxAugConfig, VoxAugDataset
 from ftlib.errors import ConfigError, DataError
-from ftlib.evaluate import evaluate_folder
+from ftlib.evaluate import Evaluation, run_evaluation, summary_row
 from ftlib.recipes import finetune
 from ftlib.recipes.adversarial import AdversarialConfig, AdversarialLoss, AdversarialSeparation
 from ftlib.recipes.common import TINY_TRAIN, DataSection, ModelSection, Parts, gpu_train, train_parts
@@ -219,18 +219,19 @@ def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str,
     vocal SDR over the songs separated with chunks of that size. The best crop size (by that SDR, by
     the loss without songs) is recorded in ``checkpoints/best`` and used for separating unless
     ``evaluation.cropsize`` is set. Returns the summary scores at the crop size used, the per-song
-    rows (``"songs"``), ``"cropsize"``, ``"padding"`` and ``"context_length"``.
+    rows (``"songs"``, every metric), the songs' ``"fingerprint"`` (:mod:`ftlib.compare` checks
+    that runs it compares scored the same songs), ``"cropsize"``, ``"padding"`` and ``"context_length"``.
     """
     config = with_validation(config, run_dir)
     evaluation, out = config.evaluation, {}
     study = evaluation.context_cropsizes and sorted({*evaluation.context_cropsizes, config.training_cropsize})
-    songs: dict[tuple[int, int], list[dict]] = {}  # (cropsize, padding) -> score rows
+    songs: dict[tuple[int, int], Evaluation] = {}  # (cropsize, padding) -> scores
     if study:
         valid = ValidationCrops(config.data.valid_path(), config.data.cache(), config.validation_cropsize)
         rows = context_length_study(model, valid.at, losses.separation_l1, study)
         for row in rows if evaluation.songs else []:
             scores = _separate_songs(model, config, separator(model, config, cropsize=row["cropsize"]), songs)
-            row["vocals_sdr"] = float(np.nanmedian([r["sdr_vocals"] for r in scores[:-1]]))
+            row["vocals_sdr"] = float(np.nanmedian([r["sdr_vocals"] for r in scores.rows]))
         save_context_length(run_dir, rows)
         out["context_length"] = rows
         if rows:
@@ -240,18 +241,18 @@ def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str,
                 checkpoint.update_inference(Path(run_dir) / "checkpoints" / "best", best_cropsize=best["cropsize"])
     if evaluation.songs:
         sep = separator(model, config)
-        rows = _separate_songs(model, config, sep, songs)
-        out.update({k: v for k, v in rows[-1].items() if k != "song"}, songs=rows[:-1], cropsize=sep.cropsize,
-                   padding=sep.padding)
+        scores = _separate_songs(model, config, sep, songs)
+        out.update({k: v for k, v in summary_row(scores.rows).items() if k != "song"}, songs=scores.rows,
+                   fingerprint=scores.fingerprint, cropsize=sep.cropsize, padding=sep.padding)
     return out
 
 
-def _separate_songs(model: nn.Module, config: Config, sep: Separator, done: dict) -> list[dict]:
-    """Score rows of the first ``evaluation.songs`` validation songs separated by ``sep``, kept in
+def _separate_songs(model: nn.Module, config: Config, sep: Separator, done: dict) -> Evaluation:
+    """The first ``evaluation.songs`` validation songs separated by ``sep`` and scored, kept in
     ``done`` by chunking (the same chunking is not run twice)."""
     key = (sep.cropsize, sep.padding)
     if key not in done:
-        done[key] = evaluate_folder(config.data.valid_path(), separator=sep, limit=config.evaluation.songs)
+        done[key] = run_evaluation(config.data.valid_path(), separator=sep, limit=config.evaluation.songs)
     return done[key]
 
 
