@@ -190,19 +190,6 @@ def test_hearing_filter_shape():
     assert hearing_filter(22050).shape == (4000,)  # cut-offs clamped below Nyquist
 
 
-def test_hearing_filter_matches_torch_log_wmse():
-    """The bundled impulse response of torch-log-wmse, when it is installed (read as a file: the
-    package imports torchaudio, which may not match the installed torch)."""
-    spec = importlib.util.find_spec("torch_log_wmse")
-    if spec is None:
-        pytest.skip("torch-log-wmse is not installed")
-    folder = Path(spec.submodule_search_locations[0])
-    bundled = folder / "filter_ir.f32"
-    if not bundled.is_file():
-        pytest.skip("this torch-log-wmse version ships no filter_ir.f32")
-    np.testing.assert_allclose(hearing_filter(), np.fromfile(bundled, dtype="<f4"), atol=1e-7)
-
-
 # ------------------------------------------------------------------------- songs and summaries
 
 def test_silent_reference_skips_the_sdr_family_with_a_note():
