@@ -25,7 +25,7 @@ VARIANTS = [
     ("asym_unet_mct", {}),
     ("frame_primer", {"flatten_maps": False, "residual_attention": True, "conv_kernel": (3, 3)}),
     ("conv_unet", {}),
-    ("conv_unet", {"time_downsample": 2, "lstm_from_level": 0, "lstm_maps": 2, "in_channels": 1}),
+    ("conv_unet", {"time_downsample": 2, "lstm_from_level": 0, "lstm_maps": 2, "in_channels": 1, "input_power": 0.5}),
 ]
 ATTENTION = [name for name in SEPARATORS if name != "conv_unet"]  # families with attention layers
 
@@ -72,6 +72,18 @@ def test_gradients_reach_every_parameter(name, options):
     _call(model, x).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_conv_unet_input_power_compresses_the_input_only():
+    torch.manual_seed(0)
+    compressed = models.build("conv_unet", "tiny", input_power=0.5).eval()
+    torch.manual_seed(0)
+    plain = models.build("conv_unet", "tiny").eval()
+    x = torch.rand(2, 2, 64, 8)
+    torch.testing.assert_close(compressed(x), plain(x.sqrt()))
+    assert not torch.allclose(compressed(x), plain(x))
+    with pytest.raises(ConfigError, match="input_power"):
+        models.build("conv_unet", "tiny", input_power=0.0)
 
 
 def test_discriminator_outputs():

@@ -34,6 +34,9 @@ class ConvUNetConfig(Config):
         lstm_maps: maps each LSTM block extracts (its frame vector is ``lstm_maps * F / 2^i`` wide).
         lstm_hidden: LSTM state size per direction.
         activation: "gelu", "relu2" or "relu" in the convolutions.
+        input_power: exponent applied to the input magnitude before the first encoder (0.5: its
+            square root, which compresses the range between loud and quiet bins); the mask still
+            scales the raw magnitude.
     """
 
     in_channels: int = 2
@@ -45,6 +48,7 @@ class ConvUNetConfig(Config):
     lstm_maps: int = 2
     lstm_hidden: int = 256
     activation: str = "gelu"
+    input_power: float = 1.0
 
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), time_downsample=1, lstm_from_level=1,
@@ -67,6 +71,7 @@ class ConvUNetConfig(Config):
         self.require(0 <= self.time_downsample < levels, f"time_downsample must be in [0, {levels - 1}]")
         self.require(0 <= self.lstm_from_level <= levels, f"lstm_from_level must be in [0, {levels}]")
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
+        self.require(self.input_power > 0, f"input_power must be > 0, got {self.input_power}")
 
 
 @register("conv_unet", ConvUNetConfig)
@@ -108,6 +113,8 @@ class ConvUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
         skips = []
+        if self.config.input_power != 1.0:
+            x = x.clamp_min(0).pow(self.config.input_power)
         for encoder, block in zip(self.encoders, self.encoder_lstms):
             x = self._with_lstm(block, encoder(x))
             skips.append(x)
