@@ -24,6 +24,11 @@ from ftlib.train.engine import TrainConfig, validation_loss
 NAME = "pretraining"
 
 
+CPU = dict(model=dict(preset="small", overrides={"channels": 4}), pretrain=dict(cropsize=64, token_frames=16),
+           train=dict(steps=1000, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=50,
+                      checkpoint_every=100, log_every=10, ema_decay=0.0), validation_items=8)
+
+
 @dataclasses.dataclass
 class Config(Section):
     """The pretraining recipe (see the module docstring); ``seed`` seeds the model, data and steps.
@@ -47,9 +52,8 @@ class Config(Section):
         "tiny": dict(data=dict(synth=SynthConfig.PRESETS["tiny"], spectrogram=dict(n_fft=128, hop_length=64)),
                      model=dict(preset="tiny"), pretrain=dict(cropsize=16, token_frames=4, items_per_epoch=8),
                      train=TINY_TRAIN, validation_items=4),
-        "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), pretrain=dict(cropsize=64, token_frames=16),
-                    train=dict(steps=1000, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=50,
-                               checkpoint_every=100, log_every=10, ema_decay=0.0), validation_items=8),
+        "cpu": CPU,
+        "quick": CPU,  # the name notebook 20 shares with the separation recipe's minutes-long preset
         "gpu": {},
     }
 

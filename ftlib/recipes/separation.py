@@ -1,7 +1,7 @@
 """Supervised separation: a mask model learns instrumental magnitudes from voxaug mixtures of
 unaligned stems, optionally finetuned from a checkpoint and optionally against a discriminator.
 
-    config = separation.Config.preset("cpu", data={"root": "songs/"})
+    config = separation.Config.preset("cpu", data={"root": "songs/"})   # or "quick", "gpu"
     model = separation.train(config, "runs/my-run")          # resumes the run folder
     metrics = separation.evaluate(model, config, "runs/my-run")
 
@@ -117,9 +117,16 @@ class Config(Section):
                      train=TINY_TRAIN,
                      adversarial=dict(discriminator_preset="tiny"),
                      evaluation=dict(context_cropsizes=(16, 32), cropsize=64, songs=1)),
-        "cpu": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
-                    train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=100,
-                               checkpoint_every=100, log_every=10, ema_decay=0.0),
+        # minutes on a 2-core CPU: the notebooks' default (the quickstart's synthetic songs)
+        "quick": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
+                      train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=100,
+                                 checkpoint_every=100, log_every=10, ema_decay=0.0),
+                      evaluation=dict(context_cropsizes=(64, 128, 256))),
+        # at most 30 minutes on a 2-core CPU, caching and evaluation included: the recipe chosen on
+        # real instrumentals with unseen voices (docs/results/real-music.md)
+        "cpu": dict(model=dict(name="conv_unet", preset="small", overrides={"channels": 8}), voxaug=dict(cropsize=64),
+                    train=dict(steps=1600, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=400,
+                               checkpoint_every=200, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),
         "gpu": {},
     }
