@@ -241,21 +241,31 @@ def from_rows(systems: dict[str, Sequence[dict]], columns: Sequence[str] | None 
 
 
 def verdict(comparison: Comparison, column: str = "sdr_vocals", system: str | None = None) -> str:
-    """One sentence on ``system`` (default: the second) against the baseline for one metric: the
-    mean difference with its interval, wins, the p-value, and whether the difference is within
-    noise (its interval includes zero) or not."""
+    """One sentence on ``system`` (default: the second) against the baseline for one metric column
+    (:func:`difference_sentence`)."""
     system = system or comparison.systems[1]
-    p = comparison.paired[column][system]
-    ci = p["mean_ci"]
+    return difference_sentence(comparison.paired[column][system], column_label(column), system, comparison.baseline)
+
+
+def difference_sentence(paired: dict, label: str, system: str, baseline: str, lower_is_better: bool = False,
+                        unit: str = "songs") -> str:
+    """``label: system - baseline = mean [interval] over n songs, higher on w/n, Wilcoxon p = ...: call``
+    from a :func:`paired_differences` result; the call is "within noise" when the interval includes
+    0, else which system is better (``lower_is_better`` for errors and losses); ``unit``: what was
+    paired (songs, chunks)."""
+    ci = paired["mean_ci"]
     if ci is None:
-        call = "too few songs to tell"
+        call = f"too few {unit} to tell"
     elif ci[0] <= 0 <= ci[1]:
         call = "within noise (the interval includes 0)"
     else:
-        call = f"{system} is {'better' if p['mean'] > 0 else 'worse'} (the interval excludes 0)"
-    return (f"{column_label(column)}: {system} - {comparison.baseline} = {_num(p['mean'], True)} {_ci(ci)} "
-            f"over {p['songs']} songs, wins {p['wins']}/{p['wins'] + p['losses'] + p['ties']}, "
-            f"Wilcoxon p = {_p(p['test']['p'])}: {call}")
+        better = (paired["mean"] < 0) if lower_is_better else (paired["mean"] > 0)
+        call = f"{system} is {'better' if better else 'worse'} (the interval excludes 0)"
+    wins = paired["losses"] if lower_is_better else paired["wins"]  # songs where the system scores better
+    total = paired["wins"] + paired["losses"] + paired["ties"]
+    return (f"{label}: {system} - {baseline} = {_num(paired['mean'], True)} {_ci(ci)} over {paired['songs']} {unit}, "
+            f"{'lower' if lower_is_better else 'higher'} on {wins}/{total}, Wilcoxon p = {_p(paired['test']['p'])}: "
+            f"{call}")
 
 
 def _value(value) -> float:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 
 from ftlib import audio, cli, plots  # noqa: E402
 from ftlib.compare import (best_counts, check_same_songs, compare, format_comparison, paired_differences,  # noqa: E402
-                           from_rows, signed_rank_test, unique_names, verdict)
+                           difference_sentence, from_rows, signed_rank_test, unique_names, verdict)
 from ftlib.errors import DataError  # noqa: E402
 from ftlib.evaluate import Evaluation, run_evaluation  # noqa: E402
 
@@ -103,7 +103,7 @@ def test_rows_of_one_process_and_the_verdict():
     clear = from_rows({"scratch": rows([1, 2, 3, 4, 5, 6]), "finetuned": rows([2, 3, 4, 5, 6, 7])})
     assert clear.songs == SONGS and clear.paired["sdr_vocals"]["finetuned"]["wins"] == 6
     text = verdict(clear)
-    assert text.startswith("SDR vocals (dB): finetuned - scratch = +1.00 [+1.00, +1.00] over 6 songs, wins 6/6")
+    assert text.startswith("SDR vocals (dB): finetuned - scratch = +1.00 [+1.00, +1.00] over 6 songs, higher on 6/6")
     assert text.endswith("finetuned is better (the interval excludes 0)")
     noisy = from_rows({"A": rows([1, 2, 3, 4, 5, 6]), "B": rows([1.5, 1.5, 3.5, 3.5, 5.5, 5.5])})
     assert verdict(noisy, system="B").endswith("within noise (the interval includes 0)")
@@ -111,6 +111,9 @@ def test_rows_of_one_process_and_the_verdict():
     assert verdict(worse).endswith("B is worse (the interval excludes 0)")
     with pytest.raises(DataError, match="song 's6' missing from B"):
         from_rows({"A": rows([1] * 6), "B": rows([1] * 6)[:5]})
+    errors = paired_differences(np.array([1.0, 2, 3, 4, 5, 6]), np.array([0.5, 1.5, 2.5, 3.5, 4.5, 5.5]), SONGS)
+    lower = difference_sentence(errors, "L1", "B", "A", lower_is_better=True)
+    assert "lower on 6/6" in lower and lower.endswith("B is better (the interval excludes 0)")
 
 
 def test_different_songs_are_refused_by_name():

@@ -117,17 +117,18 @@ def to_audio(vocoder: Vocoder, mel: torch.Tensor, frames: torch.Tensor | None = 
     return [vocoder(mel[i:i + 1, ..., :max(2, int(n))])[0].cpu().numpy() for i, n in enumerate(frames)]
 
 
-def free_running_l1(model: MelReformer, data: Dataset, batch_size: int = 8) -> float:
-    """Mean L1 between free-running generations (at the true length) and the originals over ``data``."""
-    total, count = 0.0, 0
+def free_running_errors(model: MelReformer, data: Dataset, batch_size: int = 8) -> list[float]:
+    """Per item of ``data``: the L1 between its free-running generation (at the true length) and the original."""
+    errors = []
     device = model_device(model)
     for batch in DataLoader(data, batch_size=batch_size):
         mel, frames = batch["mel"].to(device), batch["frames"].to(device)
         generated, _ = expand(model, mel, frames, known_length=True)
         width = generated.shape[-1]
-        error = losses.masked_mean_l1(generated, mel[..., :width], losses.frame_mask(frames, width))
-        total, count = total + float(error) * len(frames), count + len(frames)
-    return total / max(1, count)
+        mask = losses.frame_mask(frames, width)
+        errors += [float(losses.masked_mean_l1(generated[i:i + 1], mel[i:i + 1, ..., :width], mask[i:i + 1]))
+                   for i in range(len(frames))]
+    return errors
 
 
 # ---------------------------------------------------------------------------------- the recipe
@@ -225,21 +226,24 @@ def train(config: Config, run_dir: str | Path, stop_after: int | None = None) ->
 
 
 def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str, Any]:
-    """Teacher-forced and free-running validation L1, and the length head's mean relative error."""
+    """Teacher-forced and free-running validation L1 (and the free-running L1 of every item, for
+    paired comparisons), and the length head's mean relative error."""
     _, valid = build_data(config)
     device = model_device(model)
     batch = {k: torch.stack([item[k] for item in valid]).to(device) for k in ("mel", "frames")}
     _, predicted = expand(model, batch["mel"], batch["frames"])
     error = ((predicted - batch["frames"]).abs().float() / batch["frames"].float()).mean()
+    errors = free_running_errors(model, valid, config.train.batch_size)
     return {"valid_l1": validation_loss(model, valid, mel_l1, config.train.batch_size),
-            "free_running_l1": free_running_l1(model, valid, config.train.batch_size), "length_error": float(error)}
+            "free_running_l1": sum(errors) / max(1, len(errors)), "free_running_items": errors,
+            "length_error": float(error)}
 
 
 def fold_sweep(config: Config, run_dir: str | Path) -> list[dict]:
     """One model per fold size ``n`` of ``sweep_folds`` (same data, seed and ``sweep_steps``;
     ``max_tokens`` scaled so the longest sequence in frames stays the same), trained into
     ``run_dir/fold-<n>`` and scored. Returns ``[{"fold", "parameters", "train_seconds", "valid_l1",
-    "free_running_l1", "length_error"}]``."""
+    "free_running_l1", "free_running_items", "length_error"}]``."""
     rows = []
     for n in config.sweep_folds:
         sweep = config.replace(model=dict(fold=n, max_tokens=math.ceil(config.model.max_frames / n)),
