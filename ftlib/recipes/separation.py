@@ -125,7 +125,7 @@ class Config(Section):
         # at most 30 minutes on a 2-core CPU, caching and evaluation included: the recipe chosen on
         # real instrumentals with unseen voices (docs/results/real-music.md)
         "cpu": dict(model=dict(name="conv_unet", preset="small", overrides={"channels": 8}), voxaug=dict(cropsize=64),
-                    train=dict(steps=1600, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=400,
+                    train=dict(steps=1800, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=300,
                                checkpoint_every=200, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),
         "gpu": {},
