@@ -177,7 +177,9 @@ def test_finetuning_notebook_starts_from_the_pretraining_notebooks_checkpoint(tm
         assert json.loads((run / name / "context_length.json").read_text())[0]["cropsize"] == 16
     finetuned = json.loads((run / "finetuned" / "config.json").read_text())["config"]
     assert finetuned["model"]["init_from"] == str(best) and finetuned["finetune"]["method"] == "llrd"
-    assert {p.stem for p in (run / "figures").iterdir()} == {"training_curves", "context_length", "sdr"}
+    assert {p.stem for p in (run / "figures").iterdir()} == {"training_curves", "context_length", "sdr", "paired_sdr"}
+    assert metrics["sdr_vocals_finetuned_minus_scratch"] == pytest.approx(
+        metrics["sdr_vocals_finetuned"] - metrics["sdr_vocals_scratch"])  # one song: the paired mean is the difference
     # another finetuning method later, against the same from-scratch curve, without retraining it
     other, metrics = _run("20_voxaug_finetune", tmp_path / "runs", "--preset", "smoke", "-p", "pretrained", str(best),
                           "-p", "compare_scratch", "false", "-p", "scratch_run", str(run))
