@@ -74,6 +74,7 @@ def test_mono_and_48_khz_stems_are_listed_as_converted(tmp_path, caplog):
     assert "2 stem(s) are converted" in caplog.text
 
 
+@pytest.mark.slow
 def test_separation_recipe_holds_out_songs_in_the_run_folder(stems, tmp_path):
     config = recipes.separation.Config.preset("tiny", data=dict(root=str(stems), valid_songs=3),
                                               evaluation=dict(songs=3, context_cropsizes=()))

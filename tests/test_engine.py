@@ -54,6 +54,7 @@ def test_resume_reproduces_the_uninterrupted_run(voxaug, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_last_and_best(voxaug, tiny_dataset, tiny_cache, tmp_path):
     from ftlib.data.validation import ValidationCrops
 

@@ -142,6 +142,7 @@ def test_attention_dropout_reaches_the_attention_weights(name):
     assert not torch.allclose(outputs[0.5][0], outputs[0.5][1])
 
 
+@pytest.mark.slow  # builds the 193 M-parameter preset
 def test_presets_match_published_sizes():
     # the seed's frame_transformer_v4 at 32 channels: 192,699,428 parameters
     v4 = models.build("frame_transformer", "v4")

@@ -38,7 +38,12 @@ def voxaug(tiny_dataset, tiny_cache):
 
 # ----------------------------------------------------------------------------- every recipe
 
-@pytest.mark.parametrize("name", list(recipes.RECIPES))
+# the separation recipes' tiny runs take seconds each: they run in the full tier
+_SLOW_RECIPES = {"separation", "diffusion_separation"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_RECIPES else n
+                                  for n in recipes.RECIPES])
 def test_every_recipe_trains_evaluates_and_resumes_in_its_tiny_preset(name, tmp_path):
     module = recipes.get(name)
     config = module.Config.preset("tiny", train=dict(steps=4, checkpoint_every=2))
@@ -85,6 +90,7 @@ def test_stft_loss_makes_the_recipe_return_the_mixture_phase():
     assert (parts.loss_fn.config.n_fft, parts.loss_fn.config.hop_length) == (128, 64)  # follows the recipe's STFT
 
 
+@pytest.mark.slow
 def test_pretraining_scores_masked_frames_and_finetuning_starts_from_it(tmp_path):
     pretrained = recipes.run(recipes.pretraining.Config.preset("tiny"), tmp_path / "pre")
     assert "unmasked_l1" in _log(tmp_path / "pre")[0] and not (tmp_path / "pre" / "context_length.json").exists()
@@ -175,6 +181,7 @@ def test_adversarial_loss_alternates_by_step():
     assert phases == ["discriminator", "generator", "generator"] * 2
 
 
+@pytest.mark.slow
 def test_adversarial_option_checkpoints_the_generator_and_resumes_exactly(tmp_path):
     config = recipes.separation.Config.preset("tiny", adversarial=dict(enabled=True),
                                               train=dict(steps=6, checkpoint_every=2),
@@ -191,6 +198,7 @@ def test_adversarial_option_checkpoints_the_generator_and_resumes_exactly(tmp_pa
     assert json.loads((tmp_path / "a" / "context_length.json").read_text())[0]["cropsize"] == 16
 
 
+@pytest.mark.slow
 def test_separation_keeps_the_crop_size_with_the_best_median_vocal_sdr(tmp_path, monkeypatch):
     from ftlib.recipes import separation
     config = separation.Config.preset("tiny", train=dict(steps=2), evaluation=dict(context_cropsizes=(32,), cropsize=0))

@@ -21,6 +21,7 @@ def _png(panel) -> bytes:
     return bytes(panel.image.value)
 
 
+@pytest.mark.slow
 def test_import_is_harmless_headless():
     code = "import ftlib.widgets, matplotlib.pyplot as plt; print(len(plt.get_fignums()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
