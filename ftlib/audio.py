@@ -100,6 +100,7 @@ class SpectrogramConfig(Config):
     hop_length: int = 1024  # samples between frames
     window: str = "hann"  # "hann" or "hamming"
     center: bool = True  # reflect-pad so frame t is centred on sample t * hop_length
+    win_length: int = 0  # window length (0: n_fft); a shorter window is zero-padded to n_fft, centred
 
     PRESETS = {"tiny": dict(n_fft=256, hop_length=128)}
 
@@ -107,6 +108,7 @@ class SpectrogramConfig(Config):
         self.require(self.n_fft >= 16 and self.n_fft % 2 == 0, f"n_fft must be an even number >= 16, got {self.n_fft}")
         self.require(0 < self.hop_length <= self.n_fft, f"hop_length must be in (0, n_fft], got {self.hop_length}")
         self.require(self.window in ("hann", "hamming"), f"window must be 'hann' or 'hamming', got {self.window!r}")
+        self.require(0 <= self.win_length <= self.n_fft, f"win_length must be in [0, n_fft], got {self.win_length}")
 
     @property
     def num_bins(self) -> int:
@@ -142,7 +144,10 @@ class Spectrogram:
         key = (str(device), dtype)
         if key not in self._windows:
             fn = torch.hann_window if self.config.window == "hann" else torch.hamming_window
-            self._windows[key] = fn(self.n_fft, device=device, dtype=dtype)
+            length = self.config.win_length or self.n_fft
+            left = (self.n_fft - length) // 2  # where torch.stft puts a window shorter than n_fft
+            self._windows[key] = torch.nn.functional.pad(fn(length, device=device, dtype=dtype),
+                                                         (left, self.n_fft - length - left))
         return self._windows[key]
 
     def num_frames(self, num_samples: int) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ftlib import checkpoint, cli, models, msst
+from ftlib.audio import SpectrogramConfig
 from ftlib.errors import CheckpointError, ConfigError
 from ftlib.models.bs_roformer import PAPER_FREQS_PER_BANDS, fixed_bands, mel_bands
 from ftlib.models.inspect import count_parameters
@@ -125,16 +126,16 @@ def test_config_is_validated():
         models.build("bs_roformer", "tiny", head_dim=7)
 
 
-def test_stft_settings_round_trip_and_magnitude_separator_refuses_complex_models():
-    from ftlib.separation.separator import check_model
+def test_stft_settings_round_trip_and_the_separator_takes_complex_models():
+    from ftlib.separation.separator import check_model, model_spectrogram
 
     model = models.build("bs_roformer", "tiny")
     audio = torch.randn(2, 2, 1000)
     spec = model.stft(audio)
     assert spec.shape == (2, 2, 65, 1000 // 32 + 1)
     torch.testing.assert_close(model.istft(spec, 1000), audio, rtol=1e-4, atol=1e-5)
-    with pytest.raises(CheckpointError, match="not a separation mask model"):
-        check_model(model)
+    assert check_model(model) is model
+    assert model_spectrogram(model) == SpectrogramConfig(n_fft=128, hop_length=32, win_length=128)
 
 
 def test_preset_sizes():

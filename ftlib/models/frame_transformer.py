@@ -19,6 +19,11 @@ few maps attended as one flattened frame vector, Primer q/k/v convolutions and s
 A per-frame norm, a bias-free 1x1 projection and a sigmoid give the magnitude mask.
 Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
 
+With ``output="complex_mask"`` the model is phase-aware (``task = "complex_separation"``): it
+reads the complex STFT ``[B, C, F, T]`` (as its magnitude, real and imaginary parts: 3C input
+maps) and returns an unbounded complex mask ``[B, C, F, T]`` (2C output maps, real and
+imaginary), so ``mask * spec`` can correct the phase as well as the level.
+
 As a diffusion denoiser (:mod:`ftlib.diffusion`) the same network takes a timestep ``t [B]``
 (``time_embedding``: sinusoids + MLP, projected by every block onto its extracted maps), optional
 conditioning channels concatenated to the input (``condition_channels``, e.g. the mixture) and has
@@ -76,7 +81,8 @@ class FrameTransformerConfig(Config):
             per-block projection to every block's extracted maps); the model is then a denoiser.
         time_features: width of the timestep embedding.
         condition_channels: channels of a ``condition [B, Cc, F, T]`` concatenated to the input.
-        output: "mask" (sigmoid, in [0, 1]) or "linear" (unbounded: denoisers).
+        output: "mask" (sigmoid, in [0, 1]), "linear" (unbounded: denoisers) or "complex_mask"
+            (complex STFT in, complex mask out).
     """
 
     in_channels: int = 2
@@ -111,6 +117,9 @@ class FrameTransformerConfig(Config):
         # the quickstart model: no attention at the two full-resolution levels, fits a 2-core CPU
         "small": dict(channels=4, channel_multipliers=(1, 2, 3, 4, 5, 6), attention_maps=(1,), num_heads=4,
                       expansion=(1.0,), transformer_from_level=2),
+        # the quickstart model with a complex-mask head (phase-aware)
+        "small_complex": dict(channels=4, channel_multipliers=(1, 2, 3, 4, 5, 6), attention_maps=(1,), num_heads=4,
+                              expansion=(1.0,), transformer_from_level=2, output="complex_mask"),
         # attention at every level, for benchmarks and GPU experiments
         "medium": dict(channels=8, attention_maps=(2,), num_heads=4, expansion=(2.0,)),
         # the seed's frame_transformer_v4 at 32 channels (192.7 M parameters published)
@@ -148,7 +157,15 @@ class FrameTransformerConfig(Config):
         self.require(len(self.conv_kernel) == 2 and all(k % 2 for k in self.conv_kernel), "conv_kernel: two odd sizes")
         self.require(self.time_features >= 2 and self.time_features % 2 == 0, "time_features must be even and >= 2")
         self.require(self.condition_channels >= 0, "condition_channels must be >= 0")
-        self.require(self.output in ("mask", "linear"), "output must be 'mask' or 'linear'")
+        self.require(self.output in ("mask", "linear", "complex_mask"),
+                     "output must be 'mask', 'linear' or 'complex_mask'")
+        self.require(self.output != "complex_mask" or not (self.time_embedding or self.condition_channels),
+                     "a complex-mask head is for separation: no time embedding or condition channels")
+
+    @property
+    def input_maps(self) -> int:
+        """Maps the network reads: C magnitudes, or C magnitudes + C real + C imaginary parts."""
+        return self.in_channels * (3 if self.output == "complex_mask" else 1) + self.condition_channels
         self.require(not self.time_embedding or self.transformer_from_level < levels,
                      "time_embedding needs transformer blocks (transformer_from_level < levels): blocks inject it")
 
@@ -166,7 +183,7 @@ class FrameTransformer(nn.Module):
         expansion = per_level(cfg.expansion, levels)
         has_tf = [i >= cfg.transformer_from_level for i in range(levels)]
         maps = [m if t else 0 for m, t in zip(per_level(cfg.attention_maps, levels), has_tf)]
-        source = (cfg.in_channels + cfg.condition_channels,) if cfg.source_attention else ()
+        source = (cfg.input_maps,) if cfg.source_attention else ()
         self.time_embed = TimestepEmbedding(cfg.time_features) if cfg.time_embedding else None
 
         def block(in_ch: int, level: int, skip: tuple = (), out: int | None = None) -> FrameTransformerBlock:
@@ -183,7 +200,7 @@ class FrameTransformer(nn.Module):
             return nn.ModuleList(block(in_ch + j * maps[level], level, skip) for j in range(count))
 
         conv = dict(activation=cfg.activation, kernel=cfg.conv_kernel)
-        in_ch = cfg.in_channels + cfg.condition_channels
+        in_ch = cfg.input_maps
         self.input_tf = None
         if cfg.input_attention_maps:
             self.input_tf = block(in_ch, 0, out=cfg.input_attention_maps)
@@ -206,7 +223,7 @@ class FrameTransformer(nn.Module):
         # normalising the last volume keeps the mask logits from drifting into sigmoid saturation,
         # where training stalls at a mask of all ones
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
-        self.out = ChannelMix(in_ch, cfg.in_channels)
+        self.out = ChannelMix(in_ch, cfg.in_channels * (2 if cfg.output == "complex_mask" else 1))
         order = ([self.input_tf] if self.input_tf is not None else []) + \
             [tf for stack_ in (*self.encoder_tfs, *self.decoder_tfs) for tf in stack_]
         self._receives, self._returns = residual_links(
@@ -214,8 +231,10 @@ class FrameTransformer(nn.Module):
 
     @property
     def task(self) -> str:
-        """"separation" (a mask model), or "denoiser" with a timestep or a linear output (the
-        separator refuses it)."""
+        """"separation" (a magnitude-mask model), "complex_separation" (complex-mask head), or
+        "denoiser" with a timestep or a linear output (the separator refuses it)."""
+        if self.config.output == "complex_mask":
+            return "complex_separation"
         return "denoiser" if self.config.time_embedding or self.config.output != "mask" else "separation"
 
     def _run(self, index: int, block: FrameTransformerBlock, x: torch.Tensor, memories: list,
@@ -228,6 +247,11 @@ class FrameTransformer(nn.Module):
     def _inputs(self, x: torch.Tensor, t: torch.Tensor | None, condition: torch.Tensor | None):
         """Check the optional inputs against the config: ``(x with the condition concatenated, time vector)``."""
         cfg = self.config
+        if x.is_complex() != (cfg.output == "complex_mask"):
+            raise ValueError("this frame transformer takes " + ("a complex STFT" if cfg.output == "complex_mask"
+                             else "a real magnitude") + f" [B, C, F, T]; got {x.dtype}")
+        if x.is_complex():
+            x = torch.cat([x.abs(), x.real, x.imag], dim=1)
         if (t is None) == cfg.time_embedding:
             raise ValueError("this frame transformer " + ("is a diffusion denoiser: pass the timestep t [B]"
                              if cfg.time_embedding else "has no time embedding (time_embedding=False): do not pass t"))
@@ -244,7 +268,8 @@ class FrameTransformer(nn.Module):
         return x, t
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, condition: torch.Tensor | None = None):
-        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1] (``output="mask"``).
+        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1] (``output="mask"``); with
+        ``output="complex_mask"`` complex STFT ``[B, C, F, T]`` -> complex mask ``[B, C, F, T]``.
 
         A denoiser also takes the timestep ``t [B]`` (``time_embedding``) and ``condition [B, Cc, F, T]``
         (``condition_channels``), and returns unbounded ``[B, C, F, T]`` with ``output="linear"``.
@@ -274,6 +299,9 @@ class FrameTransformer(nn.Module):
                 x, scores = self._run(index, tf, x, memories(level, *skip), scores, time)
                 index += 1
         out = self.out(self.out_norm(x))
+        if cfg.output == "complex_mask":
+            b, _, f, t = out.shape
+            return torch.view_as_complex(out.float().view(b, 2, cfg.in_channels, f, t).movedim(1, -1).contiguous())
         return torch.sigmoid(out) if cfg.output == "mask" else out
 
 

@@ -29,6 +29,41 @@ def mask_of(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+COMPLEX = "complex_separation"  # the task of complex-mask models
+VOCAL_STEMS = ("vocals", "vocal")
+INSTRUMENTAL_STEMS = ("instrumental", "other", "accompaniment")
+
+
+def is_complex(model: nn.Module) -> bool:
+    """Whether ``model`` reads the complex STFT and returns a complex mask."""
+    return getattr(model, "task", None) == COMPLEX
+
+
+def instrumental_mask(model: nn.Module, output) -> Any:
+    """The instrumental mask ``[B, C, F, T]`` in a separation model's output.
+
+    Magnitude models and ftlib's complex-mask heads predict it directly. A complex-mask model with
+    stems (the RoFormers) predicts ``config.target_stem``: the mask of the vocals becomes ``1 - mask``
+    (exact, the STFT being linear); one that returns every stem ``[B, S, C, F, T]`` gives its vocals'.
+    """
+    mask = mask_of(output)
+    config = getattr(model, "config", None)
+    stems = getattr(config, "stems", None)
+    if stems is None:
+        return mask
+    stem = config.target_stem
+    if not stem:
+        stem = next((s for s in stems if s in VOCAL_STEMS + INSTRUMENTAL_STEMS), None)
+        if stem is None:
+            raise ConfigError(f"the model's stems {tuple(stems)} include neither vocals nor an instrumental")
+        mask = mask[:, list(stems).index(stem)]
+    if stem in VOCAL_STEMS:
+        return 1 - mask
+    if stem in INSTRUMENTAL_STEMS:
+        return mask
+    raise ConfigError(f"the model separates {stem!r}; vocal removal needs a model of the vocals or the instrumental")
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 

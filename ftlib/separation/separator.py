@@ -2,8 +2,13 @@
 
 Every stage runs block by block, so memory stays flat in the song's length::
 
-    audio blocks -> StftStream -> |X| -> _MaskStream (models x TTA grids, ensembled) -> [post-process]
+    audio blocks -> StftStream -> X -> _MaskStream (models x TTA grids, ensembled) -> [post-process]
         -> mask * X -> IstftStream -> instrumental; vocals = mixture - instrumental
+
+A magnitude-mask model sees ``|X|`` and returns a real mask; a complex-mask model
+(``task == "complex_separation"``) sees ``X`` and returns a complex one. Both are masks of the
+instrumental (:func:`~ftlib.models.instrumental_mask`), so they ensemble, take TTA and post-process
+alike; the STFT is the model's own (:func:`model_spectrogram`).
 
 A *grid* cuts the song's frames into chunks of ``cropsize``; each chunk is given ``padding`` frames
 of its real neighbours on both sides (zeros beyond the song's edges), chunks run through the model
@@ -28,7 +33,7 @@ from ftlib import checkpoint
 from ftlib.audio import Spectrogram, SpectrogramConfig
 from ftlib.devices import autocast_available, default_device, native_bf16
 from ftlib.errors import AudioError, CheckpointError, ConfigError, SeparationError
-from ftlib.models import mask_of
+from ftlib.models import instrumental_mask, is_complex
 from ftlib.separation import stream
 from ftlib.separation.stream import AudioSource, IstftStream, StemWriter, StftStream
 
@@ -52,17 +57,21 @@ def stem_paths(source: str | Path, out_dir: str | Path, fmt: str = "wav", vocals
 
 
 def check_model(model: nn.Module, source: str = "model") -> nn.Module:
-    """Raise CheckpointError unless ``model`` maps a magnitude ``[1, C, F, T]`` to a mask of that shape."""
+    """Raise CheckpointError unless ``model`` maps a magnitude (or, for a complex-mask model, a complex
+    STFT) ``[1, C, F, T]`` to an instrumental mask of that shape."""
     config = getattr(model, "config", None)
     name = getattr(model, "model_name", type(model).__name__)
     task = getattr(model, "task", "separation")
-    if task != "separation" or not all(hasattr(config, k) for k in ("num_bins", "in_channels")):
+    if task not in ("separation", "complex_separation") or not all(hasattr(config, k)
+                                                                  for k in ("num_bins", "in_channels")):
         raise CheckpointError(f"{source}: a {name!r} model ({task}) is not a separation mask model; "
                               "pass a checkpoint trained for separation")
     x = torch.rand(1, config.in_channels, config.num_bins, 16)
+    if is_complex(model):
+        x = torch.polar(x, 2 * torch.pi * torch.rand_like(x))
     try:
         with torch.inference_mode():
-            out = mask_of(model.eval()(x))
+            out = instrumental_mask(model, model.eval()(x))
     except Exception as exc:
         raise CheckpointError(f"{source}: the {name!r} model fails on a magnitude of shape {tuple(x.shape)} ({exc}); "
                               "is it a separation model?") from exc
@@ -76,6 +85,17 @@ def check_model(model: nn.Module, source: str = "model") -> nn.Module:
 def load_model(path: str | Path) -> nn.Module:
     """A separation model from a checkpoint folder; CheckpointError if corrupt or of another kind."""
     return check_model(checkpoint.load(path), str(path))
+
+
+def model_spectrogram(model: nn.Module) -> SpectrogramConfig:
+    """The STFT ``model`` expects: its config's ``stft_n_fft``, ``stft_hop_length`` and
+    ``stft_win_length`` when it has them (the RoFormers, which see every bin), else ``n_fft = 2 *
+    num_bins`` and ``hop_length = num_bins`` (the Nyquist bin dropped)."""
+    config = model.config
+    if hasattr(config, "stft_n_fft"):
+        return SpectrogramConfig(n_fft=config.stft_n_fft, hop_length=config.stft_hop_length,
+                                 win_length=config.stft_win_length)
+    return SpectrogramConfig(n_fft=2 * config.num_bins, hop_length=config.num_bins)
 
 
 def checkpoint_name(path: str | Path) -> str:
@@ -118,10 +138,11 @@ def chunking(model: nn.Module, cropsize: int | None = None, padding: int | None 
 
 
 class _Forward:
-    """Runs one model on a batch ``[B, C, F, W]`` on its device under autocast at ``precision``,
-    averaging with the L/R-swapped batch when ``swap``; returns the mask on the CPU. A mask that is
-    not finite under autocast (fp16 overflow) is computed again in float32; one that is not finite
-    in float32 either raises SeparationError."""
+    """Runs one model on a batch ``[B, C, F, W]`` of STFT frames (complex, or magnitudes) on its
+    device under autocast at ``precision``, averaging with the L/R-swapped batch when ``swap``;
+    returns the instrumental mask on the CPU: float32 from a magnitude model (fed ``|batch|``),
+    complex64 from a complex-mask model. A mask that is not finite under autocast (fp16 overflow) is
+    computed again in float32; one that is not finite in float32 either raises SeparationError."""
 
     def __init__(self, models: Sequence[nn.Module], device: torch.device, swap: bool = False,
                  precision: str = "auto"):
@@ -129,8 +150,15 @@ class _Forward:
         self.dtype = inference_dtype(precision, device)
 
     def _run(self, index: int, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        model = self.models[index]
+        if is_complex(model):
+            if not x.is_complex():
+                raise SeparationError(f"model {index} takes the complex STFT; it was given magnitudes")
+        else:
+            x = x.abs()
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return mask_of(self.models[index](x)).float()
+            mask = instrumental_mask(model, model(x))
+        return mask.to(torch.complex64) if mask.is_complex() else mask.float()
 
     def __call__(self, index: int, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device)
@@ -173,7 +201,8 @@ class _Grid:
 
 
 class _MaskStream:
-    """Magnitude frames ``[C, F, t]`` in, combined instrumental mask frames out, in order.
+    """STFT frames ``[C, F, t]`` (complex, or magnitudes) in, combined instrumental mask frames out,
+    in order; the masks are complex as soon as one model's are.
 
     Every grid computes its chunks once their right context has arrived (in batches of
     ``batch_size``); masks are averaged over a model's grids, then combined over models.
@@ -216,7 +245,7 @@ class _MaskStream:
             width = grid.cropsize + 2 * grid.padding
             batch = torch.stack([self._window(grid.lo(k), width) for k in chunks])
             if self.normalise == "chunk":
-                batch = batch / (batch.amax(dim=(1, 2, 3), keepdim=True) + EPS)
+                batch = batch / (batch.abs().amax(dim=(1, 2, 3), keepdim=True) + EPS)
             else:
                 batch = batch * self.scale
             out = self.forward(grid.model, batch)[..., grid.padding:grid.padding + grid.cropsize]
@@ -240,12 +269,15 @@ class _MaskStream:
         ready = min(g.start + (0 if g.mask is None else g.mask.shape[-1]) for g in self.grids)
         count = ready - self.emitted
         if count <= 0:
-            return self.mag.new_zeros(*self.mag.shape[:2], 0)
+            return torch.zeros(*self.mag.shape[:2], 0)
         per_model: dict[int, list[torch.Tensor]] = {}
         for g in self.grids:
             per_model.setdefault(g.model, []).append(g.mask[..., :count])
             g.mask, g.start = g.mask[..., count:], g.start + count
-        masks = torch.stack([torch.stack(m).mean(0) for m in per_model.values()])
+        means = [torch.stack(m).mean(0) for m in per_model.values()]
+        if any(m.is_complex() for m in means):
+            means = [m.to(torch.complex64) for m in means]
+        masks = torch.stack(means)
         self.emitted = ready
         if self.ensemble == "min":
             return masks.amin(0)
@@ -261,7 +293,8 @@ class _MaskStream:
 def predict_mask(model: nn.Module, magnitude: torch.Tensor, cropsize: int = 256, padding: int = 64,
                  batch_size: int = 4, normalise: str = "chunk", progress: bool = False,
                  precision: str = "auto") -> torch.Tensor:
-    """Mask ``[C, F, T]`` for a magnitude ``[C, F, T]`` (Nyquist already dropped).
+    """Mask ``[C, F, T]`` for a magnitude ``[C, F, T]`` (Nyquist already dropped), or the complex
+    mask for the complex STFT ``[C, F, T]`` of a complex-mask model.
 
     ``normalise``: "chunk" divides every chunk (context included) by its own maximum, as training
     divides every crop (the default, see docs/results/separation.md);
@@ -275,7 +308,7 @@ def predict_mask(model: nn.Module, magnitude: torch.Tensor, cropsize: int = 256,
         return run(index, batch)
 
     stream = _MaskStream(forward, [_Grid(0, cropsize, padding)], [1.0], batch_size=batch_size, normalise=normalise,
-                         scale=1.0 / (float(magnitude.max()) + EPS))
+                         scale=1.0 / (float(magnitude.abs().max()) + EPS))
     with bar:
         return stream.push(magnitude, last=True)
 
@@ -313,7 +346,7 @@ class _LiftVocalFree:
 
     def push(self, mask: torch.Tensor, last: bool = False) -> torch.Tensor:
         self.mask = mask if self.mask is None else torch.cat([self.mask, mask], -1)
-        flags = (self.mask.amin(dim=(0, 1)) > self.threshold).numpy()
+        flags = (self.mask.abs().amin(dim=(0, 1)) > self.threshold).numpy()
         count = len(flags) if last else max(0, len(flags) - self.min_frames)
         weight = np.zeros(count, np.float32)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
@@ -365,8 +398,9 @@ class Separator:
     >>> sep.separate_file("song.flac", "out/")  # writes song_Instruments.wav, song_Vocals.wav
 
     Args:
-        model: a mask model, or a list of them (an ensemble sharing ``num_bins`` and ``in_channels``).
-        spectrogram: STFT settings; default ``n_fft = 2 * num_bins``, ``hop_length = num_bins``.
+        model: a mask model (magnitude or complex mask), or a list of them (an ensemble sharing
+            the STFT, ``num_bins`` and ``in_channels``).
+        spectrogram: STFT settings; default the model's (:func:`model_spectrogram`).
         sample_rate: rate songs are resampled to.
         cropsize, padding: frames per chunk and real context frames on each side; by default the
             first model's own (``model.inference``, from its checkpoint: the best crop size of its
@@ -384,7 +418,7 @@ class Separator:
         weights: per-model weights of the "average"/"waveform" ensembles.
         ensemble: how masks combine over models: "average", "min" (instrumental = element-wise min
             of the models' magnitudes, vocals = the max of theirs), "max", or "waveform" (weighted
-            mean of the models' waveforms).
+            mean of the models' waveforms); "min" and "max" take magnitude masks only.
         tta_shift: also run every grid shifted by half a chunk and average.
         tta_swap: also run every chunk with left and right swapped and average.
         tta_cropsizes: extra crop sizes to average over (padding scaled in proportion).
@@ -405,17 +439,22 @@ class Separator:
         self.names = list(names) if names else [f"model{i}" for i in range(len(models))]
         if len(self.names) != len(models):
             raise ConfigError(f"give one name per model ({len(models)}), got {self.names}")
-        shared = {(m.config.num_bins, m.config.in_channels, getattr(m.config, "sample_rate", sample_rate))
-                  for m in models}
+        shared = {(m.config.num_bins, m.config.in_channels, getattr(m.config, "sample_rate", sample_rate),
+                   *dataclasses.astuple(model_spectrogram(m))) for m in models}
         if len(shared) > 1:
-            raise CheckpointError(f"ensemble models disagree on (num_bins, in_channels, sample_rate): {sorted(shared)}")
+            raise CheckpointError("ensemble models disagree on (num_bins, in_channels, sample_rate, STFT): "
+                                  f"{sorted(shared)}")
         bins = models[0].config.num_bins
-        self.spec = Spectrogram(spectrogram or SpectrogramConfig(n_fft=2 * bins, hop_length=bins))
-        if self.spec.num_bins != bins:
+        self.spec = Spectrogram(spectrogram or model_spectrogram(models[0]))
+        if bins not in (self.spec.num_bins, self.spec.num_bins + 1):
             raise ValueError(f"n_fft={self.spec.n_fft} gives {self.spec.num_bins} bins, the model expects {bins}")
+        self.bins = bins  # the lowest `bins` bins go to the models; a dropped Nyquist bin takes its neighbour's mask
         if ensemble not in ENSEMBLES or normalise not in NORMALISE:
             raise ConfigError(f"ensemble must be one of {ENSEMBLES} and normalise one of {NORMALISE}, "
                               f"got {ensemble!r} and {normalise!r}")
+        if ensemble in ("min", "max") and any(is_complex(m) for m in models):
+            raise ConfigError(f"the {ensemble!r} ensemble compares magnitude masks; with complex-mask models "
+                              "use 'average' or 'waveform'")
         batch_size = batch_size or (1 if self.device.type == "cpu" else 16)
         cropsize, padding, self.settings = chunking(models[0], cropsize, padding)
         if min(cropsize, batch_size, *tta_cropsizes) < 1 or padding < 0:
@@ -462,7 +501,7 @@ class Separator:
         stft = StftStream(self.spec) if self.normalise == "song" else None
 
         def largest(frames: torch.Tensor) -> float:
-            return float(Spectrogram.to_model(frames.abs()).max()) if frames.numel() else 0.0
+            return float(frames[..., :self.bins, :].abs().max()) if frames.numel() else 0.0
 
         for block in blocks:
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
@@ -487,11 +526,13 @@ class Separator:
         def step(frames: torch.Tensor, last: bool = False) -> None:
             nonlocal pending
             pending = torch.cat([pending, frames], -1)
-            mask = masks.push(Spectrogram.to_model(frames.abs()), last)
+            mask = masks.push(frames[..., :self.bins, :], last)
             if post is not None:
                 mask = post.push(mask, last)
             count = mask.shape[-1]
-            inst = istft.push(pending[..., :count] * Spectrogram.from_model(mask), stft.num_samples if last else None)
+            if mask.shape[-2] < pending.shape[-2]:
+                mask = Spectrogram.from_model(mask)
+            inst = istft.push(pending[..., :count] * mask, stft.num_samples if last else None)
             pending = pending[..., count:]
             inst = inst.numpy()
             emit({"instrumental": inst, "vocals": fifo.pop(inst.shape[-1]) - inst})
