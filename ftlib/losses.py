@@ -2,9 +2,12 @@
 combines are free functions of tensors.
 
 Separation batches hold magnitudes without the Nyquist bin, ``[B, C, F, T]``: ``mixture`` (the
-model input) and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The multi-resolution
-STFT term of :class:`SeparationLoss` also needs the mixture's ``phase`` ``[B, C, F, T]`` (voxaug's
-``return_phase``) to turn magnitudes back into waveforms. Mel-expansion terms compare log-mels
+model input) and ``target``; masked pretraining adds ``token_mask`` ``[B, T]``. The waveform terms
+of :class:`SeparationLoss` on magnitudes also need the mixture's ``phase`` ``[B, C, F, T]``
+(voxaug's ``return_phase``) to turn them back into waveforms. For complex-mask models the batch
+holds complex spectra instead (voxaug's ``return_complex``): the estimate ``mask * mixture`` is
+complex, the L1 compares real and imaginary parts, the magnitude terms compare magnitudes and the
+waveform terms need no phase. Mel-expansion terms compare log-mels
 ``[B, 1, M, T]`` over each item's real frames (``frame_mask``).
 """
 from __future__ import annotations
@@ -20,14 +23,27 @@ from torch import nn
 from ftlib.config import Config
 from ftlib.devices import float32_scope
 from ftlib.mel import MelConfig, mel_filterbank
-from ftlib.models import mask_of
+from ftlib.models import instrumental_mask, mask_of
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float32, or complex64 for complex tensors (``.float()`` would drop the imaginary part)."""
+    return x.to(torch.complex64) if x.is_complex() else x.float()
+
+
+def spectral_l1(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between ``[B, C, F, T]`` spectrograms: magnitudes, or the real and imaginary parts of complex ones."""
+    estimate, target = full_precision(estimate), full_precision(target)
+    if estimate.is_complex() or target.is_complex():
+        return F.l1_loss(torch.view_as_real(estimate.to(torch.complex64)), torch.view_as_real(target.to(torch.complex64)))
+    return F.l1_loss(estimate, target)
 
 
 def separation_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 between ``mask * mixture`` and the target magnitude (all ``[B, C, F, T]``)."""
+    """L1 between ``mask * mixture`` and the target (all ``[B, C, F, T]``; complex for complex-mask models)."""
     mixture, target = batch["mixture"], batch["target"]
-    estimate = mask_of(model(mixture)) * mixture
-    return F.l1_loss(estimate.float(), target.float()), {}
+    estimate = instrumental_mask(model, model(mixture)) * mixture
+    return spectral_l1(estimate, target), {}
 
 
 def pretraining_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -74,12 +90,16 @@ def multi_resolution_stft(estimate: torch.Tensor, target: torch.Tensor, resoluti
     return total / len(resolutions)
 
 
-def resynthesise(magnitude: torch.Tensor, phase: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """Waveforms ``[B * C, S]`` of ``[B, C, F, T]`` magnitudes (Nyquist bin dropped; restored as zero)
-    with the given phase, by the inverse STFT (Hann window)."""
-    spec = torch.polar(magnitude.float(), phase.float()).flatten(0, 1)
-    spec = F.pad(spec, (0, 0, 0, 1))
+def inverse_stft(spec: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Waveforms ``[B * C, S]`` of complex ``[B, C, F, T]`` spectra (Nyquist bin dropped; restored as
+    zero), by the inverse STFT (Hann window)."""
+    spec = F.pad(spec.to(torch.complex64).flatten(0, 1), (0, 0, 0, 1))
     return torch.istft(spec, n_fft, hop_length, window=torch.hann_window(n_fft, device=spec.device))
+
+
+def resynthesise(magnitude: torch.Tensor, phase: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Waveforms ``[B * C, S]`` of ``[B, C, F, T]`` magnitudes with the given phase (:func:`inverse_stft`)."""
+    return inverse_stft(torch.polar(magnitude.float(), phase.float()), n_fft, hop_length)
 
 
 def negative_sdr(estimate: torch.Tensor, target: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
@@ -162,10 +182,15 @@ class SeparationLoss:
     def terms(self, estimate: torch.Tensor, target: torch.Tensor, phase: torch.Tensor | None = None,
               mixture: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each weighted term's unweighted value, for ``[B, C, F, T]`` magnitudes (the waveform terms
-        also need the mixture ``phase``, the SDR term the ``mixture`` magnitude)."""
+        also need the mixture ``phase``, the SDR term the ``mixture`` magnitude) or complex spectra
+        (then the mixture's spectrum, no phase)."""
         cfg, out = self.config, {}
+        spectra = estimate.is_complex()
         if cfg.l1:
-            out["l1"] = F.l1_loss(estimate, target)
+            out["l1"] = spectral_l1(estimate, target)
+        complex_pair = (estimate, target)
+        if spectra:  # the magnitude terms compare magnitudes
+            estimate, target = estimate.abs(), target.abs()
         if cfg.mel:
             bank = self._bank(estimate.shape[-2], estimate.device)
             with float32_scope(estimate.device.type):  # autocast would round the projections to half precision
@@ -173,24 +198,30 @@ class SeparationLoss:
                                        torch.einsum("mf,bcft->bcmt", bank, target))
         if cfg.multi_resolution:
             out["multi_resolution"] = multi_resolution_l1(estimate, target, cfg.scales)
-        if cfg.needs_phase and phase is None:
+        if cfg.needs_phase and phase is None and not spectra:
             raise ValueError("the waveform loss terms need the mixture phase in the batch: "
                              "build the dataset with VoxAugConfig(return_phase=True)")
-        wave = functools.partial(resynthesise, phase=phase, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+        if not cfg.needs_phase:
+            return out
+        if spectra:
+            to_wave = functools.partial(inverse_stft, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+            est, tgt = map(to_wave, complex_pair)
+        else:
+            to_wave = functools.partial(resynthesise, phase=phase, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+            est, tgt = to_wave(estimate), to_wave(target)
         if cfg.stft:
-            out["stft"] = multi_resolution_stft(wave(estimate), wave(target), cfg.stft_resolutions)
+            out["stft"] = multi_resolution_stft(est, tgt, cfg.stft_resolutions)
         if cfg.sdr:
             if mixture is None:
-                raise ValueError("the SDR loss term needs the mixture magnitude")
-            mixture = mixture.float()
-            mix, est, tgt = wave(mixture), wave(estimate), wave(target)
+                raise ValueError("the SDR loss term needs the mixture (its magnitude or spectrum)")
+            mix = to_wave(full_precision(mixture))
             floor = 1e-3 * mix.square().sum(-1)
             out["sdr"] = (negative_sdr(est, tgt, floor) + negative_sdr(mix - est, mix - tgt, floor)) / 2
         return out
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        mixture, target = batch["mixture"], batch["target"].float()
-        estimate = (mask_of(model(mixture)) * mixture).float()
+        mixture, target = batch["mixture"], full_precision(batch["target"])
+        estimate = full_precision(instrumental_mask(model, model(mixture)) * mixture)
         terms = self.terms(estimate, target, batch.get("phase"), mixture)
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
         return loss, {name: value.detach() for name, value in terms.items()} if len(terms) > 1 else {}

@@ -1,6 +1,7 @@
 """Recipes: every recipe trains, evaluates and resumes in its tiny preset; finetuning groups; the
 adversarial option; configs with nested sections and presets; ``ftlib train``."""
 import json
+import math
 
 import pytest
 import torch
@@ -245,3 +246,28 @@ def test_train_command_lists_recipes_and_trains_a_preset_into_a_run_folder(tmp_p
     assert [r["step"] for r in _log(run_dir) if "loss" in r][-1] == 3
     assert json.loads((run_dir / "config.json").read_text())["recipe"] == "pretraining"
     assert cli.main(["train", "--preset", "tiny", "--set", "train.stepz=3", "--run-dir", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,overrides", [("frame_transformer", {"output": "complex_mask"}), ("bs_roformer", {}),
+                                            ("mel_roformer", {})], ids=["frame_transformer_complex", "bs", "mel"])
+def test_separation_recipe_trains_and_evaluates_complex_mask_models(name, overrides, tmp_path):
+    config = recipes.separation.Config.preset("tiny", model=dict(name=name, preset="tiny", overrides=overrides),
+                                              train=dict(steps=2), evaluation=dict(context_cropsizes=(16,)))
+    parts = recipes.separation.build(config)
+    assert models.is_complex(parts.model) and parts.model.config.num_bins == 64
+    item = parts.train_data[0]
+    assert item["mixture"].is_complex() and item["target"].is_complex() and "phase" not in item
+    assert parts.valid_data[0]["mixture"].is_complex()
+    recipes.run(config, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert all(math.isfinite(row["sdr_vocals"]) for row in metrics["songs"])
+    loaded = checkpoint.load(tmp_path / "checkpoints" / "best")
+    assert models.is_complex(loaded) and loaded.config == parts.model.config
+
+
+def test_the_adversarial_option_refuses_complex_mask_models():
+    config = recipes.separation.Config.preset("tiny", adversarial=dict(enabled=True),
+                                              model=dict(overrides={"output": "complex_mask"}))
+    with pytest.raises(ConfigError, match="complex-mask"):
+        recipes.separation.build(config)

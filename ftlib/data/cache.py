@@ -296,7 +296,8 @@ class SpectrogramCache(AudioCache):
 
     def settings(self) -> dict:
         storage = {} if self.dtype == "complex64" else {"dtype": self.dtype}  # complex64 keys predate the option
-        return {"sample_rate": self.sample_rate, **self.spec.config.to_dict(), **storage}
+        stft = {k: v for k, v in self.spec.config.to_dict().items() if k != "win_length" or v}  # likewise win_length 0
+        return {"sample_rate": self.sample_rate, **stft, **storage}
 
     def compute(self, path: Path) -> np.ndarray:
         wave = audio.load(path, self.sample_rate)

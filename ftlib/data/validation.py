@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ftlib.data.augment import divide_by_mixture_peak, item_rng
+from ftlib.data.augment import EPS, divide_by_mixture_peak, item_rng
 from ftlib.data.cache import HalfSpectrogram, SpectrogramCache, report_skipped
 from ftlib.data.sources import scan_songs
 from ftlib.errors import DataError
@@ -58,6 +58,21 @@ def magnitudes(mixture: Sequence[tuple[Gain, Crop]], *stems: Sequence[tuple[Gain
                 if k:
                     np.minimum(magnitude, out[0, channel, block], out=magnitude)
     return divide_by_mixture_peak(*out)
+
+
+def spectra(mixture: Sequence[tuple[Gain, Crop]], *stems: Sequence[tuple[Gain, Crop]]) -> list[np.ndarray]:
+    """Complex sums ``[mix, *stems]`` (complex64 ``[C, F, T]`` each) of ``(gain, crop)`` terms, all
+    divided by the largest magnitude of ``mix``, as :func:`magnitudes` divides; the stems are not
+    clamped (a complex mask can reach any of them). For complex-mask models."""
+    shape = mixture[0][1].shape
+    sums = []
+    for terms in (mixture, *stems):
+        total = np.zeros(shape, np.complex64)
+        for gain, crop in terms:
+            total += np.reshape(np.asarray(gain, np.float32), (-1, 1, 1)) * np.asarray(crop, np.complex64)
+        sums.append(total)
+    scale = np.float32(1.0 / (float(np.abs(sums[0]).max()) + EPS))
+    return [total * scale for total in sums]
 
 
 def _rows(crop: np.ndarray) -> np.ndarray:
@@ -166,7 +181,7 @@ class ValidationCrops(Dataset):
     (or ``mixture`` and ``vocals``; a MUSDB split folder works).
 
     Items are ``{"mixture", "target"}`` ``[C, F, cropsize]``, normalised like voxaug items and read
-    from the cache on demand. The crop list is built once; :meth:`at` gives the same audio cut at
+    from the cache on demand: magnitudes, or complex spectra after :meth:`complex`. The crop list is built once; :meth:`at` gives the same audio cut at
     another crop size, :meth:`from_stems` fixed mixes of held-out stems. Unusable songs are skipped
     (``.skipped``) with one warning.
     """
@@ -204,15 +219,25 @@ class ValidationCrops(Dataset):
     def _setup(self, cache: SpectrogramCache, segments: list[Segment], cropsize: int, skipped: list) -> None:
         self.cache, self.segments, self.cropsize, self.skipped = cache, segments, cropsize, skipped
         self.windows = [(s, start) for s in segments for start in range(0, s.frames - cropsize + 1, cropsize)]
+        self.is_complex = False
 
     def at(self, cropsize: int) -> ValidationCrops:
         """The same segments cut into crops of ``cropsize`` frames."""
-        return type(self).from_segments(self.segments, self.cache, cropsize, self.skipped)
+        crops = type(self).from_segments(self.segments, self.cache, cropsize, self.skipped)
+        crops.is_complex = self.is_complex
+        return crops
+
+    def complex(self) -> ValidationCrops:
+        """The same crops as complex spectra (:func:`spectra`), for complex-mask models."""
+        crops = self.at(self.cropsize)
+        crops.is_complex = True
+        return crops
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         segment, start = self.windows[index]
-        mixture, target = magnitudes(*segment.terms(self.cache, start, self.cropsize))
+        terms = segment.terms(self.cache, start, self.cropsize)
+        mixture, target = spectra(*terms) if self.is_complex else magnitudes(*terms)
         return {"mixture": torch.from_numpy(mixture), "target": torch.from_numpy(target)}

@@ -13,7 +13,8 @@ mixup and the per-stem augmentations of :class:`~ftlib.data.augment.AugmentConfi
 
 Returns magnitudes without the Nyquist bin, ``mixture`` and ``target`` ``[C, F, T]`` float32 (plus
 ``vocals`` with ``return_vocals``), all divided by the mixture crop's maximum, and with
-``return_phase`` the mixture's ``phase``; targets are clamped to at most the mixture magnitude (so a
+``return_phase`` the mixture's ``phase``; with ``return_complex`` the complex spectra instead
+(:func:`~ftlib.data.validation.spectra`, for complex-mask models). Magnitude targets are clamped to at most the mixture magnitude (so a
 mask in [0, 1] can reach them). Stems are lists of ``(gain, crop)`` terms whose crops stay lazy
 slices of the cache until
 :func:`~ftlib.data.validation.magnitudes` reads each of them once, block by block.
@@ -30,7 +31,7 @@ import torch
 from ftlib.data.augment import AugmentConfig, EpochDataset, StemCrops, chance, item_rng
 from ftlib.data.cache import SpectrogramCache, report_skipped
 from ftlib.data.sources import scan_pairs, scan_stems
-from ftlib.data.validation import Crop, Gain, build_songs, magnitudes
+from ftlib.data.validation import Crop, Gain, build_songs, magnitudes, spectra
 from ftlib.errors import DataError
 
 Terms = list[tuple[Gain, Crop]]  # a stem: sum of gain * complex crop [C, F, T]
@@ -56,6 +57,7 @@ class VoxAugConfig(AugmentConfig):
         return_vocals: also return the vocal magnitude as ``"vocals"``.
         return_phase: also return the mixture's phase (radians, ``[C, F, T]``) as ``"phase"``, for
             losses on waveforms resynthesised with it (``SeparationLossConfig.stft``).
+        return_complex: return complex spectra (complex64) instead of magnitudes, unclamped.
         (+ the augmentation fields of AugmentConfig, keyword-only.)
     """
 
@@ -71,6 +73,7 @@ class VoxAugConfig(AugmentConfig):
     pairs_folder: str = "pairs"
     return_vocals: bool = False
     return_phase: bool = False
+    return_complex: bool = False
 
     PRESETS = {"tiny": dict(cropsize=16, items_per_epoch=8)}
 
@@ -172,7 +175,8 @@ class VoxAugDataset(EpochDataset):
         """Normalised magnitudes of the mixture, target and (with ``return_vocals``) vocal sums, and
         (with ``return_phase``) the mixture's phase."""
         stems = (target, vocals) if self.config.return_vocals else (target,)
-        item = dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, magnitudes(mixture, *stems))))
+        values = (spectra if self.config.return_complex else magnitudes)(mixture, *stems)
+        item = dict(zip(("mixture", "target", "vocals"), map(torch.from_numpy, values)))
         if self.config.return_phase:
             total = sum(np.reshape(gain, (-1, 1, 1)) * np.asarray(crop, np.complex64) for gain, crop in mixture)
             item["phase"] = torch.from_numpy(np.angle(total).astype(np.float32))

@@ -14,7 +14,7 @@ families differ only in their bands:
 
 Interface, ``task = "complex_separation"`` (the magnitude-mask separator refuses these models)::
 
-    spec = model.stft(audio)            # [B, C, S] -> complex64 [B, C, F, T], F = stft_n_fft // 2 + 1
+    spec = model.stft(audio)            # [B, C, S] -> complex64 [B, C, F, T], F = config.num_bins
     mask = model(spec)                  # complex mask [B, C, F, T] of config.target_stem
     stem = model.istft(mask * spec, S)  # [B, C, S]
 
@@ -97,9 +97,12 @@ class RoformerConfig(Config):
     Args:
         in_channels: audio channels C (2 stereo, 1 mono); each band token holds all of them.
         sample_rate: audio rate in Hz the model was trained at (the mel bands depend on it).
-        stft_n_fft: STFT size; the model sees all ``stft_n_fft // 2 + 1`` bins.
+        stft_n_fft: STFT size; the model sees all ``stft_n_fft // 2 + 1`` bins (see ``nyquist``).
         stft_hop_length: STFT hop in samples (441 = 10 ms at 44.1 kHz, papers and MSST vocals).
         stft_win_length: Hann window length (<= stft_n_fft).
+        nyquist: the model sees the Nyquist bin (MSST's models); False: ``stft_n_fft // 2`` bins like
+            ftlib's datasets and other families (the separation recipe's choice), the top band
+            one bin narrower.
         dim: token width D of every band.
         depth: axial blocks (time transformer, then band transformer).
         time_depth: transformer layers across frames in each block.
@@ -142,17 +145,26 @@ class RoformerConfig(Config):
     skip_connections: bool = False
     stems: tuple[str, ...] = ("vocals",)
     target_stem: str = "vocals"
+    nyquist: bool = True
 
     @property
     def num_bins(self) -> int:
-        return self.stft_n_fft // 2 + 1
+        return self.stft_n_fft // 2 + int(self.nyquist)
 
     @property
     def num_stems(self) -> int:
         return len(self.stems)
 
     def bands(self) -> list[list[int]]:
-        """The bins of every band, lowest band first."""
+        """The bins of every band the model sees, lowest band first."""
+        bands = self.stft_bands()
+        if not self.nyquist:
+            top = self.stft_n_fft // 2
+            bands = [kept for band in bands if (kept := [i for i in band if i != top])]
+        return bands
+
+    def stft_bands(self) -> list[list[int]]:
+        """The bins of every band over all ``stft_n_fft // 2 + 1`` bins, lowest band first."""
         raise NotImplementedError
 
     def validate(self) -> None:
@@ -199,16 +211,16 @@ class BSRoformerConfig(RoformerConfig):
         "four_stems": dict(stems=("bass", "drums", "other", "vocals")),
     }
 
-    def bands(self) -> list[list[int]]:
+    def stft_bands(self) -> list[list[int]]:
         return fixed_bands(self.freqs_per_bands)
 
     def validate(self) -> None:
         super().validate()
         self.require(len(self.freqs_per_bands) >= 1 and min(self.freqs_per_bands) >= 1,
                      "freqs_per_bands needs at least one band of at least one bin")
-        self.require(sum(self.freqs_per_bands) == self.num_bins,
+        self.require(sum(self.freqs_per_bands) == self.stft_n_fft // 2 + 1,
                      f"freqs_per_bands sum to {sum(self.freqs_per_bands)} bins; stft_n_fft={self.stft_n_fft} "
-                     f"gives {self.num_bins}")
+                     f"gives {self.stft_n_fft // 2 + 1}")
 
 
 @dataclasses.dataclass
@@ -239,13 +251,13 @@ class MelRoformerConfig(RoformerConfig):
         "four_stems": dict(stems=("drums", "bass", "other", "vocals")),
     }
 
-    def bands(self) -> list[list[int]]:
+    def stft_bands(self) -> list[list[int]]:
         return mel_bands(self.sample_rate, self.stft_n_fft, self.num_bands)
 
     def validate(self) -> None:
         super().validate()
         self.require(self.num_bands >= 1, "num_bands must be >= 1")
-        self.bands()  # raises a ConfigError naming empty bands or uncovered bins
+        self.stft_bands()  # raises a ConfigError naming empty bands or uncovered bins
 
 
 # -------------------------------------------------------------------------------------- attention
@@ -406,12 +418,15 @@ class BandRoformer(nn.Module):
         """Audio ``[B, C, S]`` (or ``[C, S]``) -> complex ``[B, C, F, T]`` (``[C, F, T]``), centred Hann frames."""
         cfg = self.config
         spec = torch.stft(audio.reshape(-1, audio.shape[-1]).float(), cfg.stft_n_fft, cfg.stft_hop_length,
-                          cfg.stft_win_length, self._window(audio.device), return_complex=True)
+                          cfg.stft_win_length, self._window(audio.device), return_complex=True)[:, :cfg.num_bins]
         return spec.reshape(*audio.shape[:-1], *spec.shape[-2:])
 
     def istft(self, spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Complex ``[..., F, T]`` -> audio ``[..., S]`` (``length`` samples when given)."""
+        """Complex ``[..., F, T]`` -> audio ``[..., S]`` (``length`` samples when given; a missing
+        Nyquist bin is zero)."""
         cfg = self.config
+        if not cfg.nyquist:
+            spec = F.pad(spec, (0, 0, 0, 1))
         audio = torch.istft(spec.reshape(-1, *spec.shape[-2:]), cfg.stft_n_fft, cfg.stft_hop_length,
                             cfg.stft_win_length, self._window(spec.device), length=length)
         return audio.reshape(*spec.shape[:-2], audio.shape[-1])

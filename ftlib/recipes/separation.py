@@ -134,7 +134,8 @@ class Config(Section):
     def validate(self) -> None:
         self.require(self.finetune.method == "full" or self.model.init_from,
                      "a finetuning method other than 'full' needs model.init_from (a checkpoint)")
-        self.require(self.model.init_from or "num_bins" in models.lookup(self.model.name)[0].__dataclass_fields__,
+        fields = models.lookup(self.model.name)[0].__dataclass_fields__
+        self.require(self.model.init_from or "num_bins" in fields or "stft_n_fft" in fields,
                      f"{self.model.name} is not a separation model (it has no num_bins)")
 
     @property
@@ -168,29 +169,40 @@ def with_validation(config: Config, run_dir: str | Path) -> Config:
 
 # ----------------------------------------------------------------------------------- build
 
-def build_data(config: Config) -> tuple[Any, ValidationCrops]:
+def build_data(config: Config, complex_items: bool = False) -> tuple[Any, ValidationCrops]:
     """``(train_data, valid_data)``: voxaug mixtures (``cropsize -> Dataset`` with a curriculum)
-    and fixed crops of the validation songs."""
+    and fixed crops of the validation songs; complex spectra with ``complex_items`` (for
+    complex-mask models), else magnitudes."""
     root, cache, files = config.data.dataset_root(), config.data.cache(), config.data.train_files()
     report_conversions(root, config.data.sample_rate)
-    voxaug = config.voxaug.replace(seed=config.seed, return_phase=config.voxaug.return_phase or config.loss.needs_phase)
+    phase = config.voxaug.return_phase or (config.loss.needs_phase and not complex_items)
+    voxaug = config.voxaug.replace(seed=config.seed, return_phase=phase, return_complex=complex_items)
     make = lambda cropsize: VoxAugDataset(root, cache, voxaug.replace(cropsize=cropsize), files)  # noqa: E731
     valid = ValidationCrops(config.data.valid_path(), cache, config.validation_cropsize)
-    return (make if config.train.curriculum else make(voxaug.cropsize)), valid
+    return (make if config.train.curriculum else make(voxaug.cropsize)), valid.complex() if complex_items else valid
 
 
 def build_model(config: Config) -> nn.Module:
-    """The separation model: loaded from ``model.init_from`` or built for the STFT's bins."""
-    model = config.model.build(config.seed, num_bins=config.data.spectrogram.num_bins)
-    if getattr(model, "task", "separation") != "separation":
+    """The separation model: loaded from ``model.init_from`` or built for the recipe's STFT (its bins;
+    a RoFormer gets the STFT itself and leaves out the Nyquist bin, as the datasets do)."""
+    spec, fields = config.data.spectrogram, models.lookup(config.model.name)[0].__dataclass_fields__
+    if "stft_n_fft" in fields:
+        fixed = dict(stft_n_fft=spec.n_fft, stft_hop_length=spec.hop_length, stft_win_length=spec.win_length or spec.n_fft,
+                     nyquist=False, sample_rate=config.data.sample_rate)
+    else:
+        fixed = dict(num_bins=spec.num_bins)
+    model = config.model.build(config.seed, **fixed)
+    if getattr(model, "task", "separation") not in ("separation", "complex_separation"):
         raise ConfigError(f"{model.model_name} is not a separation model; this recipe trains separation models")
     model.inference = config.inference()  # written into every checkpoint
     return model
 
 
 def build(config: Config) -> Parts:
-    train_data, valid_data = build_data(config)
     model = build_model(config)
+    if config.adversarial.enabled and models.is_complex(model):
+        raise ConfigError("the adversarial option judges magnitude masks; it does not take a complex-mask model")
+    train_data, valid_data = build_data(config, models.is_complex(model))
     groups = finetune.param_groups(model, config.finetune.method, config.finetune.llrd_decay,
                                    config.finetune.last_decoders)
     spec = config.data.spectrogram
@@ -235,6 +247,7 @@ def evaluate(model: nn.Module, config: Config, run_dir: str | Path) -> dict[str,
     songs: dict[tuple[int, int], Evaluation] = {}  # (cropsize, padding) -> scores
     if study:
         valid = ValidationCrops(config.data.valid_path(), config.data.cache(), config.validation_cropsize)
+        valid = valid.complex() if models.is_complex(model) else valid
         rows = context_length_study(model, valid.at, losses.separation_l1, study)
         for row in rows if evaluation.songs else []:
             scores = _separate_songs(model, config, separator(model, config, cropsize=row["cropsize"]), songs)
