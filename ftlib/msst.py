@@ -294,6 +294,7 @@ def import_checkpoint(config_path: str | Path, weights_path: str | Path, out: st
     audio, settings = values.get("audio") or {}, values.get("inference") or {}
     if "chunk_size" in audio:
         inference["chunk_size"] = audio["chunk_size"]  # samples per chunk MSST separates with
+        inference["cropsize"] = max(1, int(audio["chunk_size"]) // model.config.stft_hop_length)  # frames, ftlib's
     if "num_overlap" in settings:
         inference["num_overlap"] = settings["num_overlap"]
     return checkpoint.save(model.eval(), out, inference=inference), model.eval()

@@ -4,6 +4,7 @@ The import tests build a small reference network written here from the papers' e
 parameter names of MSST's modules, save its state dict the way MSST does, import it with
 ``ftlib import-msst`` and compare ftlib's forward pass with the reference one.
 """
+import json
 import math
 
 import librosa
@@ -421,3 +422,30 @@ def test_msst_names_cover_every_parameter():
         model = models.build(family, "tiny", depth=2, time_depth=2, stems=("a", "b"), target_stem="")
         names = [msst.msst_name(n) for n in model.state_dict()]
         assert len(set(names)) == len(names)
+
+
+def test_imported_checkpoints_separate_and_evaluate_from_the_command_line(tmp_path, capsys):
+    import soundfile as sf
+
+    config, weights, reference = _msst_files(tmp_path, "bs_roformer")
+    assert cli.main(["import-msst", str(config), str(weights), str(tmp_path / "model")]) == 0
+    rng = np.random.default_rng(0)
+    song = tmp_path / "songs" / "a"
+    song.mkdir(parents=True)
+    vocals, instrumental = (rng.standard_normal((6000, 2)).astype(np.float32) * 0.1 for _ in range(2))
+    for name, audio in (("mixture", vocals + instrumental), ("vocals", vocals)):
+        sf.write(song / f"{name}.wav", audio, 44100, subtype="FLOAT")
+    capsys.readouterr()
+    assert cli.main(["separate", str(song / "mixture.wav"), "-m", str(tmp_path / "model"), "-o", str(tmp_path / "out")]) == 0
+    # MSST's chunk of 4096 samples is 128 frames at hop 32
+    assert "cropsize 128 (the imported checkpoint's chunk size)" in capsys.readouterr().err
+    separated = {p.name for p in (tmp_path / "out").iterdir()}
+    assert separated == {"mixture_Instruments.wav", "mixture_Vocals.wav"}
+    inst, rate = sf.read(tmp_path / "out" / "mixture_Instruments.wav")
+    voc, _ = sf.read(tmp_path / "out" / "mixture_Vocals.wav")
+    assert rate == 44100 and inst.shape == (6000, 2)
+    np.testing.assert_allclose(inst + voc, vocals + instrumental, atol=1e-5)
+    assert cli.main(["evaluate", str(tmp_path / "songs"), "-m", str(tmp_path / "model"),
+                     "--json", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert len(scores["songs"]) == 1 and np.isfinite(scores["songs"][0]["sdr_vocals"])

@@ -118,13 +118,13 @@ class Config(Section):
                      adversarial=dict(discriminator_preset="tiny"),
                      evaluation=dict(context_cropsizes=(16, 32), cropsize=64, songs=1)),
         # minutes on a 2-core CPU: the notebooks' default (the quickstart's synthetic songs)
-        "quick": dict(model=dict(preset="small", overrides={"channels": 4}), voxaug=dict(cropsize=64),
+        "quick": dict(model=dict(preset="small"), voxaug=dict(cropsize=64),
                       train=dict(steps=400, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=100,
                                  checkpoint_every=100, log_every=10, ema_decay=0.0),
                       evaluation=dict(context_cropsizes=(64, 128, 256))),
         # at most 30 minutes on a 2-core CPU, caching and evaluation included: the recipe chosen on
         # real instrumentals with unseen voices (docs/results/real-music.md)
-        "cpu": dict(model=dict(name="conv_unet", preset="small", overrides={"channels": 8}), voxaug=dict(cropsize=64),
+        "cpu": dict(model=dict(name="conv_unet", preset="cpu"), voxaug=dict(cropsize=64),
                     train=dict(steps=1800, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=300,
                                checkpoint_every=200, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),

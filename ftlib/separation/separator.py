@@ -129,7 +129,8 @@ def chunking(model: nn.Module, cropsize: int | None = None, padding: int | None 
     elif inference.get("best_cropsize"):
         cropsize, source = inference["best_cropsize"], "the best crop size of the model's context-length study"
     elif inference.get("cropsize"):
-        cropsize, source = inference["cropsize"], "the model's training crop size"
+        cropsize = inference["cropsize"]
+        source = "the imported checkpoint's chunk size" if "imported_from" in inference else "the model's training crop size"
     else:
         cropsize, source = 256, "the default"
     if padding is None:
@@ -401,7 +402,8 @@ class Separator:
         model: a mask model (magnitude or complex mask), or a list of them (an ensemble sharing
             the STFT, ``num_bins`` and ``in_channels``).
         spectrogram: STFT settings; default the model's (:func:`model_spectrogram`).
-        sample_rate: rate songs are resampled to.
+        sample_rate: rate songs are resampled to; default the model's ``config.sample_rate`` if it
+            has one, else 44100.
         cropsize, padding: frames per chunk and real context frames on each side; by default the
             first model's own (``model.inference``, from its checkpoint: the best crop size of its
             context-length study, else its training crop size), else 256; padding a quarter of the crop
@@ -427,13 +429,14 @@ class Separator:
     """
 
     def __init__(self, model: nn.Module | Sequence[nn.Module], spectrogram: SpectrogramConfig | None = None,
-                 sample_rate: int = 44100, cropsize: int | None = None, padding: int | None = None,
+                 sample_rate: int | None = None, cropsize: int | None = None, padding: int | None = None,
                  batch_size: int | None = None,
                  normalise: str = "chunk", device: str | torch.device | None = None, *,
                  weights: Sequence[float] | None = None, ensemble: str = "average", tta_shift: bool = False,
                  tta_swap: bool = False, tta_cropsizes: Sequence[int] = (), postprocess: bool = False,
                  names: Sequence[str] | None = None, precision: str = "auto"):
         models = list(model) if isinstance(model, (list, tuple)) else [model]
+        sample_rate = sample_rate or getattr(models[0].config, "sample_rate", 44100)
         self.device = torch.device(device) if device else default_device()
         self.models = [m.to(self.device).eval() for m in models]
         self.names = list(names) if names else [f"model{i}" for i in range(len(models))]
