@@ -242,7 +242,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ftlib import compare, evaluate
 
     if len(args.systems) < 2:
-        raise FtlibError("give two or more systems (-m CHECKPOINT, -e ESTIMATES_DIR, --json EVALUATION.json)")
+        raise FtlibError("give two or more systems (-m CHECKPOINT, -e ESTIMATES_DIR, --json EVALUATION.json|RUN)")
     metrics = _metrics(args)
     saved = {value: evaluate.Evaluation.load(value) for kind, value in args.systems if kind == "json"}
     if args.folder is not None and saved:  # refuse evaluations of other songs before separating anything
@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--estimates", dest="systems", action=_System, const="estimates", metavar="ESTIMATES_DIR",
                    help="a system: existing separations <song>_Instruments[_<models>].<ext> of DATA")
     p.add_argument("--json", dest="systems", action=_System, const="json", metavar="EVALUATION.json",
-                   help="a system: an evaluation saved by ftlib evaluate --json")
+                   help="a system: an evaluation saved by ftlib evaluate --json, or a training run folder (the "
+                        "per-song scores of its metrics.json)")
     p.add_argument("--csv", metavar="PATH", help="write the comparison table (one row per metric and system)")
     p.add_argument("--json-out", metavar="PATH", help="write everything: per-song values and differences, "
                                                       "summaries, tests, the songs' fingerprint")

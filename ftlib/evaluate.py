@@ -491,23 +491,26 @@ class Evaluation:
 
     @classmethod
     def load(cls, path: str | Path) -> Evaluation:
-        """Read an evaluation written by :meth:`save` (``ftlib evaluate --json``)."""
+        """Read an evaluation written by :meth:`save` (``ftlib evaluate --json``), or the per-song
+        scores a training run keeps in its ``metrics.json`` (give the run folder or that file),
+        named after the run."""
         path = Path(path)
+        file = path / "metrics.json" if path.is_dir() else path
+        hint = "write one with ftlib evaluate --json, or give a training run folder that evaluated its songs"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: cannot read the evaluation ({exc}); "
-                            "write one with ftlib evaluate --json") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise DataError(f"{path}: not an ftlib evaluation (no \"format\": \"{FORMAT}\"); "
-                            "write one with ftlib evaluate --json")
+            raise DataError(f"{file}: cannot read the evaluation ({exc}); {hint}") from exc
+        run = isinstance(data, dict) and "recipe" in data
+        if not isinstance(data, dict) or (data.get("format") != FORMAT and not run):
+            raise DataError(f"{file}: not an ftlib evaluation (no \"format\": \"{FORMAT}\") or run metrics; {hint}")
         if not isinstance(data.get("songs"), list) or not isinstance(data.get("fingerprint"), dict):
-            raise DataError(f"{path}: the evaluation has no songs or no fingerprint; "
-                            "write it again with ftlib evaluate --json")
+            raise DataError(f"{file}: the evaluation has no songs or no fingerprint; {hint}")
         rows = [{k: float("nan") if v is None and column_parts(k) else v for k, v in r.items()}
                 for r in data["songs"]]
-        return cls(data.get("system") or path.stem, rows, data["fingerprint"], data.get("source", ""),
-                   data.get("sample_rate", 44100))
+        system = file.parent.name if run else data.get("system") or path.stem
+        return cls(system, rows, data["fingerprint"], str(file.parent) if run else data.get("source", ""),
+                   data["fingerprint"].get("sample_rate", 44100) if run else data.get("sample_rate", 44100))
 
 
 def _load_truth(song: dict, sample_rate: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

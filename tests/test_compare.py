@@ -217,3 +217,20 @@ def test_cli_compare_refuses_other_songs(tmp_path, capsys):
     assert "two or more systems" in capsys.readouterr().err
     assert cli.main(["compare", "-e", str(tmp_path / "good"), "--json", str(tmp_path / "good.json")]) == 2
     assert "give the DATA folder" in capsys.readouterr().err
+
+
+def test_cli_compare_takes_training_run_folders(tmp_path, capsys):
+    for name, sdr in (("run-a", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), ("run-b", [1.5, 2.5, 3.0, 5.0, 5.5, 6.5])):
+        evaluation = _evaluation("ignored", sdr)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"recipe": "separation", "sdr_vocals": 3.5, "songs": evaluation.rows, "fingerprint": evaluation.fingerprint}))
+    loaded = Evaluation.load(tmp_path / "run-b")
+    assert loaded.system == "run-b" and [r["sdr_vocals"] for r in loaded.rows][:2] == [1.5, 2.5]
+    assert cli.main(["compare", "--json", str(tmp_path / "run-a"), "--json", str(tmp_path / "run-b" / "metrics.json"),
+                     "--json-out", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["metrics"]["sdr_vocals"]["paired"]["run-b"]["wins"] == 5
+    (tmp_path / "run-c").mkdir()
+    (tmp_path / "run-c" / "metrics.json").write_text(json.dumps({"recipe": "separation", "sdr_vocals": 3.0}))
+    with pytest.raises(DataError, match="no songs or no fingerprint"):
+        Evaluation.load(tmp_path / "run-c")
