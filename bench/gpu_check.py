@@ -129,8 +129,10 @@ def _flash_only(device: str):
 
 
 def real_size_steps(device: str, quick: bool) -> None:
+    # the RoFormers at MSST's sizes (8-second chunks at hop 441 and 1024): the step times that size their GPU presets
     cases = [("frame_transformer", "medium", 4, 512), ("frame_transformer", "v4", 1, 512), ("frame_primer", "default", 2, 512),
-             ("temporal_unet", "medium", 4, 512)]
+             ("temporal_unet", "medium", 4, 512), ("frame_transformer", "small_complex", 4, 512),
+             ("bs_roformer", "msst_vocals", 2, 801), ("mel_roformer", "default", 2, 801)]
     if quick:
         cases = [(name, "tiny", 2, 32) for name, *_ in cases]
     for name, preset, batch, frames in cases:
@@ -140,6 +142,8 @@ def real_size_steps(device: str, quick: bool) -> None:
                 torch.manual_seed(0)
                 model = models.build(name, preset).to(device).train()
                 x = torch.rand(batch, model.config.in_channels, model.config.num_bins, frames, device=device)
+                if models.is_complex(model):
+                    x = torch.polar(x, 6.3 * torch.rand_like(x))
                 optimizer = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)
                 dtypes = []
                 hooks = [m.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
