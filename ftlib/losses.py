@@ -35,7 +35,7 @@ def spectral_l1(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 between ``[B, C, F, T]`` spectrograms: magnitudes, or the real and imaginary parts of complex ones."""
     estimate, target = full_precision(estimate), full_precision(target)
     if estimate.is_complex() or target.is_complex():
-        return F.l1_loss(torch.view_as_real(estimate.to(torch.complex64)), torch.view_as_real(target.to(torch.complex64)))
+        estimate, target = (torch.view_as_real(x.to(torch.complex64)) for x in (estimate, target))
     return F.l1_loss(estimate, target)
 
 
