@@ -181,9 +181,9 @@ class ValidationCrops(Dataset):
     (or ``mixture`` and ``vocals``; a MUSDB split folder works).
 
     Items are ``{"mixture", "target"}`` ``[C, F, cropsize]``, normalised like voxaug items and read
-    from the cache on demand: magnitudes, or complex spectra after :meth:`complex`. The crop list is built once; :meth:`at` gives the same audio cut at
-    another crop size, :meth:`from_stems` fixed mixes of held-out stems. Unusable songs are skipped
-    (``.skipped``) with one warning.
+    from the cache on demand: magnitudes, or complex spectra after :meth:`complex`. The crop list is
+    built once; :meth:`at` gives the same audio cut at another crop size, :meth:`from_stems` fixed
+    mixes of held-out stems. Unusable songs are skipped (``.skipped``) with one warning.
     """
 
     def __init__(self, folder: str | Path, cache: SpectrogramCache, cropsize: int = 256):
