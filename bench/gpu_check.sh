@@ -55,6 +55,15 @@ else
   echo "SKIP NCCL DDP: one GPU here (the CPU test suite runs two processes over gloo)"
 fi
 
+# 7. the steps of one GPU-day for each GPU preset of the separation recipe, from measured step times
+start=$SECONDS
+if "$PY" bench/gpu_day.py > "$W/gpu_day.md" 2> "$W/gpu_day.log"; then
+  row PASS "steps per GPU-day of the gpu presets (table $W/gpu_day.md)" "$((SECONDS - start)) s"
+else
+  row FAIL "steps per GPU-day of the gpu presets" "log $W/gpu_day.log"
+fi
+cat "$W/gpu_day.md"
+
 cat "$W/shell-rows.md" >> "$W/python/figures.md" 2>/dev/null
 echo "tables: $W/python/figures.md"
 exit $failed

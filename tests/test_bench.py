@@ -49,3 +49,31 @@ def test_gpu_acceptance_script_runs_every_check_on_the_cpu(tmp_path):
     assert "separation RTF" in table and "explicit / fused time" in table
     shell = subprocess.run(["bash", "-n", str(BENCH.parent / "gpu_check.sh")], capture_output=True, text=True)
     assert shell.returncode == 0, shell.stderr
+
+
+def _gpu_day_module():
+    spec = importlib.util.spec_from_file_location("gpu_day", BENCH.parent / "gpu_day.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_day_sizes_every_gpu_preset_from_its_step():
+    gpu_day = _gpu_day_module()
+    rows = gpu_day.main(["--device", "cpu", "--quick", "--tflops", "1e-6"])
+    assert [r["preset"] for r in rows] == list(gpu_day.PRESETS)
+    assert [r["model"].split("/")[0] for r in rows] == ["frame_transformer", "bs_roformer", "mel_roformer"]
+    for row in rows:
+        assert row["tflop"] > 0 and row["seconds"] == pytest.approx(row["tflop"] * 1e12 / 1e6)
+        assert row["steps_per_day"] == int(86400 / row["seconds"])
+        assert row["days"] == pytest.approx(row["preset_steps"] / row["steps_per_day"])
+
+
+def test_gpu_day_counts_every_accumulated_micro_batch():
+    gpu_day = _gpu_day_module()
+    config = gpu_day.preset_config("gpu_mel_roformer", quick=True)
+    assert config.train.grad_accum == 2
+    once = gpu_day.step_flops(config.replace(train=config.train.replace(grad_accum=1)))
+    assert gpu_day.step_flops(config) == 2 * once
+    doubled = config.replace(train=config.train.replace(grad_accum=1, batch_size=2 * config.train.batch_size))
+    assert gpu_day.step_flops(doubled) == pytest.approx(2 * once, rel=1e-6)

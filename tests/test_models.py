@@ -26,6 +26,7 @@ VARIANTS = [
     ("frame_primer", {"flatten_maps": False, "residual_attention": True, "conv_kernel": (3, 3)}),
     ("conv_unet", {}),
     ("conv_unet", {"time_downsample": 2, "lstm_from_level": 0, "lstm_maps": 2, "in_channels": 1, "input_power": 0.5}),
+    ("conv_unet", {"max_bin": 32}),
 ]
 ATTENTION = [name for name in SEPARATORS if name != "conv_unet"]  # families with attention layers
 
@@ -84,6 +85,24 @@ def test_conv_unet_input_power_compresses_the_input_only():
     assert not torch.allclose(compressed(x), plain(x))
     with pytest.raises(ConfigError, match="input_power"):
         models.build("conv_unet", "tiny", input_power=0.0)
+
+
+def test_conv_unet_max_bin_sees_the_low_bins_and_extends_their_top_mask():
+    torch.manual_seed(0)
+    model = models.build("conv_unet", "tiny", max_bin=32).eval()
+    x = torch.rand(2, 2, 64, 8)
+    mask = model(x)
+    assert mask.shape == x.shape
+    torch.testing.assert_close(mask[:, :, 32:], mask[:, :, 31:32].expand(-1, -1, 32, -1), rtol=0, atol=0)
+    louder_top = x.clone()
+    louder_top[:, :, 32:] *= 10
+    torch.testing.assert_close(model(louder_top), mask, rtol=0, atol=0)  # the bins above are never read
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert size(model) < size(models.build("conv_unet", "tiny"))  # per-bin weights of the bins seen only
+    with pytest.raises(ConfigError, match="max_bin"):
+        models.build("conv_unet", "tiny", max_bin=65)
+    with pytest.raises(ConfigError, match="divisible"):
+        models.build("conv_unet", "tiny", max_bin=30)
 
 
 def test_discriminator_outputs():

@@ -146,6 +146,17 @@ def test_preset_sizes():
     assert count_parameters("bs_roformer", "tiny") < 50_000 and count_parameters("mel_roformer", "tiny") < 50_000
 
 
+@pytest.mark.parametrize("preset, family", [("gpu_bs_roformer", "bs_roformer"), ("gpu_mel_roformer", "mel_roformer")])
+def test_gpu_recipe_presets_train_the_roformers_on_the_papers_stft(preset, family):
+    from ftlib.recipes import separation
+    config = separation.Config.preset(preset)
+    with torch.device("meta"):  # the real size, without its memory
+        model = separation.build_model(config)
+    assert model.model_name == family and models.is_complex(model)
+    assert (model.config.stft_hop_length, model.config.stft_n_fft, model.config.nyquist) == (441, 2048, False)
+    assert config.voxaug.cropsize * 441 >= 8 * 44100 - 441  # 8-second crops
+    assert config.train.steps >= 10_000
+
 # --------------------------------------------------- a reference network in MSST's parameter names
 
 class RMSNorm(nn.Module):

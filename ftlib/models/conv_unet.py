@@ -2,7 +2,9 @@
 
 Every encoder halves the frequency axis; the first ``time_downsample`` ones also halve the frames,
 so the deep levels are small and the convolutions can be wide for the same cost (the frame
-transformer keeps all frames at every level). From level ``lstm_from_level`` on, each encoder and
+transformer keeps all frames at every level). With ``max_bin`` the network sees only the lowest bins
+and every bin above gets the mask of its top bin: high frequencies carry little of a song's energy,
+so the ratio-mask ceiling barely moves while each step costs about ``max_bin / num_bins`` as much. From level ``lstm_from_level`` on, each encoder and
 decoder is followed by a :class:`~ftlib.layers.FrameLSTMBlock` whose maps are concatenated to the
 volume: a BiLSTM across the frames of that level gives the whole crop as context. Decoders
 upsample to their skip's size (bilinear), so any number of frames works. A per-frame norm, a
@@ -26,7 +28,9 @@ from ftlib.models.registry import register
 class ConvUNetConfig(Config):
     """Args:
         in_channels: audio channels C of the input magnitude.
-        num_bins: frequency bins F of the input; divisible by 2^(levels - 1).
+        num_bins: frequency bins F of the input and the mask.
+        max_bin: bins the network sees, from the lowest (0: all ``num_bins``); the bins above take
+            the mask of bin ``max_bin - 1``. The bins seen are divisible by 2^(levels - 1).
         channels: feature maps of the first level.
         channel_multipliers: one entry per level; level i has ``channels * m[i]`` maps at F / 2^i bins.
         time_downsample: how many encoders (from the second level on) also halve the frames.
@@ -41,6 +45,7 @@ class ConvUNetConfig(Config):
 
     in_channels: int = 2
     num_bins: int = 1024
+    max_bin: int = 0
     channels: int = 32
     channel_multipliers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     time_downsample: int = 3
@@ -60,6 +65,11 @@ class ConvUNetConfig(Config):
     }
 
     @property
+    def bins_seen(self) -> int:
+        """Bins the network sees: ``max_bin``, else all ``num_bins``."""
+        return self.max_bin or self.num_bins
+
+    @property
     def levels(self) -> int:
         return len(self.channel_multipliers)
 
@@ -68,8 +78,9 @@ class ConvUNetConfig(Config):
         self.require(levels >= 1, "channel_multipliers needs at least one level")
         self.require(min(self.in_channels, self.channels, self.lstm_maps, self.lstm_hidden,
                          *self.channel_multipliers) >= 1, "channel counts and lstm sizes must be >= 1")
-        self.require(self.num_bins % 2 ** (levels - 1) == 0,
-                     f"num_bins={self.num_bins} must be divisible by 2^(levels-1)={2 ** (levels - 1)}")
+        self.require(0 <= self.max_bin <= self.num_bins, f"max_bin must be in [0, num_bins={self.num_bins}]")
+        self.require(self.bins_seen % 2 ** (levels - 1) == 0,
+                     f"the bins seen ({self.bins_seen}) must be divisible by 2^(levels-1)={2 ** (levels - 1)}")
         self.require(0 <= self.time_downsample < levels, f"time_downsample must be in [0, {levels - 1}]")
         self.require(0 <= self.lstm_from_level <= levels, f"lstm_from_level must be in [0, {levels}]")
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
@@ -86,7 +97,7 @@ class ConvUNet(nn.Module):
         super().__init__()
         self.config = cfg = config
         widths = [cfg.channels * m for m in cfg.channel_multipliers]
-        bins = [cfg.num_bins // 2 ** i for i in range(cfg.levels)]
+        bins = [cfg.bins_seen // 2 ** i for i in range(cfg.levels)]
         maps = [cfg.lstm_maps if i >= cfg.lstm_from_level else 0 for i in range(cfg.levels)]
 
         def lstm(in_ch: int, level: int) -> nn.Module | None:
@@ -105,7 +116,7 @@ class ConvUNet(nn.Module):
             self.decoders.append(FrameDecoder(in_ch, skip_channels[i], widths[i], bins[i], cfg.activation))
             self.decoder_lstms.append(lstm(widths[i], i))
             in_ch = widths[i] + maps[i]
-        self.out_norm = MultichannelLayerNorm(in_ch, cfg.num_bins)
+        self.out_norm = MultichannelLayerNorm(in_ch, cfg.bins_seen)
         self.out = ChannelMix(in_ch, cfg.in_channels)
 
     @staticmethod
@@ -114,6 +125,8 @@ class ConvUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
+        num_bins, seen = x.shape[2], self.config.bins_seen
+        x = x[:, :, :seen]
         skips = []
         if self.config.input_power != 1.0:
             x = x.clamp_min(0).pow(self.config.input_power)
@@ -122,4 +135,5 @@ class ConvUNet(nn.Module):
             skips.append(x)
         for decoder, block, skip in zip(self.decoders, self.decoder_lstms, reversed(skips[:-1])):
             x = self._with_lstm(block, decoder(x, skip))
-        return torch.sigmoid(self.out(self.out_norm(x)))
+        mask = torch.sigmoid(self.out(self.out_norm(x)))
+        return torch.cat([mask, mask[:, :, -1:].expand(-1, -1, num_bins - seen, -1)], dim=2)

@@ -128,7 +128,16 @@ class Config(Section):
                     train=dict(steps=1800, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=300,
                                checkpoint_every=200, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),
+        # for one GPU: the defaults (frame_transformer/medium, 256-frame crops), and the RoFormers as
+        # their papers train them (hop 441, 8-second crops, complex masks), their steps sized for one
+        # GPU-day of an H100/H200-class GPU by `python bench/gpu_day.py` (docs/results/roformers.md)
         "gpu": {},
+        "gpu_bs_roformer": dict(model=dict(name="bs_roformer", preset="msst_vocals"),
+                                data=dict(spectrogram=dict(hop_length=441)), voxaug=dict(cropsize=800),
+                                train=dict(steps=250_000, batch_size=8, lr=3e-4)),
+        "gpu_mel_roformer": dict(model=dict(name="mel_roformer", preset="default"),
+                                 data=dict(spectrogram=dict(hop_length=441)), voxaug=dict(cropsize=800),
+                                 train=dict(steps=110_000, batch_size=4, grad_accum=2, lr=3e-4)),
     }
 
     def validate(self) -> None:
