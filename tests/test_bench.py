@@ -77,3 +77,13 @@ def test_gpu_day_counts_every_accumulated_micro_batch():
     assert gpu_day.step_flops(config) == 2 * once
     doubled = config.replace(train=config.train.replace(grad_accum=1, batch_size=2 * config.train.batch_size))
     assert gpu_day.step_flops(doubled) == pytest.approx(2 * once, rel=1e-6)
+
+
+def test_oracle_mask_beats_the_mixture_and_loses_with_fewer_bins(tiny_dataset):
+    spec = importlib.util.spec_from_file_location("oracle", BENCH.parent / "oracle.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    scores = oracle.main([str(tiny_dataset / "valid"), "--max-bins", "0,8,1", "--n-fft", "256", "--hop", "128"])
+    assert set(scores) == {"input", "max_bin all", "max_bin 8", "max_bin 1"}
+    full, eight, one, given = (scores[k][0] for k in ("max_bin all", "max_bin 8", "max_bin 1", "input"))
+    assert full > given + 6 and full > eight > one  # one bin's mask everywhere is little better than a gain
