@@ -2,6 +2,7 @@
 
     python bench/gpu_day.py                              # on a CUDA GPU: measured step times
     python bench/gpu_day.py --device cpu --quick         # the same code path at tiny sizes (tests)
+    python bench/gpu_day.py --measure --batch-size 1 --frames 64   # each model's FLOP rate on this CPU
 
 For every preset (``gpu``, ``gpu_bs_roformer``, ``gpu_mel_roformer``): the floating-point operations
 of one optimizer step (forward and backward of the preset's model at its batch size, crop size and
@@ -9,7 +10,8 @@ gradient accumulation, counted by ``torch.utils.flop_counter`` on the meta devic
 needed), the step time, the steps that fit in 24 hours and the steps the preset trains. On CUDA the
 step time is measured (bf16 autocast, fused AdamW, random batches already on the device: the data
 loader's workers overlap the step); elsewhere it is estimated at ``--tflops`` sustained, the
-assumption the presets were sized with. The last column is the preset's steps over the steps that
+assumption the presets were sized with. ``--batch-size`` and ``--frames`` shrink the step (one
+micro-batch) to compare the models' FLOP rates where a full step would take too long. The last column is the preset's steps over the steps that
 fit: 1.0 is one GPU-day.
 """
 from __future__ import annotations
@@ -27,9 +29,13 @@ DAY = 24 * 3600
 ASSUMED_TFLOPS = 100.0  # the sustained throughput the presets' steps assume (about 10 % of an H200's bf16 peak)
 
 
-def preset_config(name: str, quick: bool) -> recipes.separation.Config:
-    """The recipe preset, shrunk to a tiny model and crop with ``quick`` (same code path)."""
+def preset_config(name: str, quick: bool, batch_size: int = 0, frames: int = 0) -> recipes.separation.Config:
+    """The recipe preset, shrunk to a tiny model and crop with ``quick`` (same code path), or to one
+    micro-batch of ``batch_size`` x ``frames`` when they are given."""
     config = recipes.separation.Config.preset(name)
+    if batch_size or frames:
+        config = config.replace(voxaug=config.voxaug.replace(cropsize=frames or config.voxaug.cropsize),
+                                train=config.train.replace(batch_size=batch_size or config.train.batch_size, grad_accum=1))
     if quick:
         config = config.replace(model=config.model.replace(preset="tiny"),
                                 data=config.data.replace(spectrogram=config.data.spectrogram.replace(n_fft=128, hop_length=64)),
@@ -93,12 +99,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per preset (CUDA, or --measure)")
     parser.add_argument("--measure", action="store_true", help="time the steps on a CPU too (default: estimate)")
     parser.add_argument("--tflops", type=float, default=ASSUMED_TFLOPS, help="sustained TFLOP/s of the estimate")
+    parser.add_argument("--batch-size", type=int, default=0, help="items per step instead of the preset's (one micro-batch)")
+    parser.add_argument("--frames", type=int, default=0, help="crop size instead of the preset's")
     args = parser.parse_args(argv)
     rows = []
-    print("| preset | model | batch x crop | TFLOP/step | s/step | peak GiB | steps per GPU-day | preset steps | preset / day |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| preset | model | batch x crop | TFLOP/step | s/step | TFLOP/s | peak GiB | steps per GPU-day | preset steps | preset / day |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in PRESETS:
-        config = preset_config(name, args.quick)
+        config = preset_config(name, args.quick, args.batch_size, args.frames)
         flops = step_flops(config)
         if args.device == "cuda" or args.measure:
             seconds, peak = measured_step_seconds(config, args.device, args.steps)
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    shape=f"{config.train.batch_size}x{config.train.grad_accum} x {config.voxaug.cropsize}")
         row["days"] = row["preset_steps"] / row["steps_per_day"]
         rows.append(row)
-        print(f"| {name} | {row['model']} | {row['shape']} | {row['tflop']:.3g} | {seconds:.3g} ({how}) | {peak:.1f} | "
+        print(f"| {name} | {row['model']} | {row['shape']} | {row['tflop']:.3g} | {seconds:.3g} ({how}) | "
+              f"{row['tflop'] / seconds:.3g} | {peak:.1f} | "
               f"{row['steps_per_day']} | {row['preset_steps']} | {row['days']:.2f} |", flush=True)
     return rows
 

@@ -87,3 +87,9 @@ def test_oracle_mask_beats_the_mixture_and_loses_with_fewer_bins(tiny_dataset):
     assert set(scores) == {"input", "max_bin all", "max_bin 8", "max_bin 1"}
     full, eight, one, given = (scores[k][0] for k in ("max_bin all", "max_bin 8", "max_bin 1", "input"))
     assert full > given + 6 and full > eight > one  # one bin's mask everywhere is little better than a gain
+
+
+def test_gpu_day_shrinks_a_step_to_one_micro_batch():
+    config = _gpu_day_module().preset_config("gpu_mel_roformer", False, batch_size=1, frames=64)
+    assert (config.train.batch_size, config.train.grad_accum, config.voxaug.cropsize) == (1, 1, 64)
+    assert config.model.preset == "default"  # the preset's model, at full size
