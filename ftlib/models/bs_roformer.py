@@ -205,7 +205,7 @@ class BSRoformerConfig(RoformerConfig):
                      head_dim=8, ff_mult=2.0, mask_expansion=2, freqs_per_bands=(2,) * 8 + (4,) * 4 + (16, 17)),
         # sized for CPU experiments
         "small": dict(dim=128, depth=4, num_heads=4, head_dim=32),
-        # a training step as costly as the separation recipe's cpu model (conv_unet "cpu") on a 2-core CPU
+        # a training step as costly as the full-band conv_unet "cpu" (max_bin 0) on a 2-core CPU
         "cpu": dict(dim=64, depth=2, num_heads=2, head_dim=32, ff_mult=2.0, mask_expansion=1),
         # MSST's configs/config_vocals_bs_roformer.yaml (dim 192, depth 6, hop 512)
         "msst_vocals": dict(dim=192, depth=6, stft_hop_length=512),
@@ -247,7 +247,7 @@ class MelRoformerConfig(RoformerConfig):
         "tiny": dict(stft_n_fft=128, stft_hop_length=32, stft_win_length=128, dim=16, depth=1, num_heads=2,
                      head_dim=8, ff_mult=2.0, mask_expansion=2, mask_hidden_layers=1, num_bands=8),
         "small": dict(dim=128, depth=4, num_heads=4, head_dim=32),
-        # a training step as costly as the separation recipe's cpu model (conv_unet "cpu") on a 2-core CPU
+        # a training step as costly as the full-band conv_unet "cpu" (max_bin 0) on a 2-core CPU
         "cpu": dict(dim=64, depth=2, num_heads=2, head_dim=32, ff_mult=2.0, mask_expansion=1, mask_hidden_layers=1),
         # ViperX's Mel-Band RoFormer (configs/viperx/model_mel_band_roformer_ep_3005_sdr_11.4360.yaml)
         "viperx": dict(depth=12),

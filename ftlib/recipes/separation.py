@@ -125,8 +125,8 @@ class Config(Section):
         # at most 30 minutes on a 2-core CPU, caching and evaluation included: the recipe chosen on
         # real instrumentals with unseen voices (docs/results/real-music.md)
         "cpu": dict(model=dict(name="conv_unet", preset="cpu"), voxaug=dict(cropsize=64),
-                    train=dict(steps=1800, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=300,
-                               checkpoint_every=200, log_every=20, ema_decay=0.0),
+                    train=dict(steps=3600, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=600,
+                               checkpoint_every=400, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),
         # for one GPU: the defaults (frame_transformer/medium, 256-frame crops), and the RoFormers as
         # their papers train them (hop 441, 8-second crops, complex masks), their steps sized for one
