@@ -169,7 +169,8 @@ def _separator(args: argparse.Namespace, models: list[str] | None = None):
     from ftlib.separation import Separator
 
     models = models or args.model
-    options = {k: getattr(args, k) for k in SEPARATOR_OPTIONS if getattr(args, k, None) not in (None, False)}
+    given = {k: getattr(args, k, None) for k in SEPARATOR_OPTIONS}
+    options = {k: v for k, v in given.items() if v is not None and v is not False}  # --padding 0 is given
     separator = Separator.from_checkpoint(models if len(models) > 1 else models[0], **options)
     print(f"separating with {separator.settings}", file=sys.stderr)
     return separator

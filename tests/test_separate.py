@@ -341,3 +341,13 @@ def test_chunking_follows_the_checkpoint_unless_told(tmp_path):
     assert (best.cropsize, best.padding) == (128, 32) and "context-length study" in best.settings
     told = Separator.from_checkpoint(path, device="cpu", cropsize=32)
     assert (told.cropsize, told.padding) == (32, 8) and "(given)" in told.settings
+
+
+def test_cli_takes_a_padding_of_zero(tiny_dataset, tmp_path, capsys):
+    from ftlib import cli
+
+    best = checkpoint.save(_local_model(0), tmp_path / "m")
+    for padding in ("0", "3"):
+        assert cli.main(["evaluate", str(tiny_dataset / "valid"), "-m", str(best), "--metrics", "sdr",
+                         "--cropsize", "16", "--padding", padding, "--quiet"]) == 0
+        assert f"cropsize 16 (given), padding {padding}\n" in capsys.readouterr().err
