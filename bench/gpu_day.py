@@ -11,8 +11,8 @@ needed), the step time, the steps that fit in 24 hours and the steps the preset 
 step time is measured (bf16 autocast, fused AdamW, random batches already on the device: the data
 loader's workers overlap the step); elsewhere it is estimated at ``--tflops`` sustained, the
 assumption the presets were sized with. ``--batch-size`` and ``--frames`` shrink the step (one
-micro-batch) to compare the models' FLOP rates where a full step would take too long. The last column is the preset's steps over the steps that
-fit: 1.0 is one GPU-day.
+micro-batch) to compare the models' FLOP rates where a full step would take too long. The last
+column is the preset's steps over the steps that fit: 1.0 is one GPU-day.
 """
 from __future__ import annotations
 

@@ -143,10 +143,10 @@ def steps_to_reach(records: list[dict], loss: float) -> int | None:
 def new_run_dir(notebook: str | Path, tag: str = "", root: str | Path | None = None) -> Path:
     """Create and return a fresh ``<root>/<YYYYmmdd-HHMMSS>-<notebook stem>[-<tag>]`` folder.
 
-    ``root`` defaults to :func:`ftlib.paths.runs_dir`. A folder made in the same second gets a
+    ``root`` (empty or None: :func:`ftlib.paths.runs_dir`). A folder made in the same second gets a
     ``-2``, ``-3``... suffix.
     """
-    root = Path(root) if root is not None else paths.runs_dir()
+    root = Path(root) if root else paths.runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     parts = [time.strftime("%Y%m%d-%H%M%S"), _sanitise(Path(notebook).stem) or "run", _sanitise(tag)]
     base = "-".join(p for p in parts if p)

@@ -146,6 +146,15 @@ def test_smoke_run_makes_its_figures_audio_and_metrics(name, tmp_path):
 
 
 @pytest.mark.notebooks
+def test_the_reports_smoke_inputs_go_where_runs_root_says(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    run, metrics = _run("60_report", tmp_path / "runs", "--preset", "smoke", "-p", "runs_root", str(elsewhere),
+                        "-p", "max_runs", "2")
+    made = sorted(runs.notebook_of(p) for p in elsewhere.iterdir())
+    assert made == ["00_quickstart", "00_quickstart", "05_models"] and metrics["runs"] == 2
+
+
+@pytest.mark.notebooks
 def test_a_parameter_always_wins_over_the_smoke_preset(tmp_path):
     run, metrics = _run("00_quickstart", tmp_path / "runs", "-p", "smoke", "true", "-p", "steps", "7")
     assert metrics["steps"] == 7 and [r["step"] for r in runs.read_log(run) if "loss" in r][-1] == 7

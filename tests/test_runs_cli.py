@@ -32,6 +32,7 @@ def test_new_run_dir_naming_uniqueness_and_tag(isolated_runs):
     assert first != second
     plain = runs.new_run_dir("02_train", root=isolated_runs / "other")
     assert re.fullmatch(r"\d{8}-\d{6}-02_train", plain.name)
+    assert runs.new_run_dir("03_x", root="").parent == isolated_runs  # an empty notebook parameter: the default
 
 
 def test_new_run_dir_same_second_gets_suffix(tmp_path, monkeypatch):
