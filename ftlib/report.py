@@ -137,6 +137,17 @@ def find_runs(root: str | Path | None = None, patterns: str | Sequence[str] = ""
     return sorted(found, key=lambda p: p.name)
 
 
+# the runs a smoke report reads: the quickstart with two seeds (something to pair) and the model zoo
+SMOKE_INPUTS = (("00_quickstart", {}), ("00_quickstart", {"seed": 1}), ("05_models", {}))
+
+
+def make_smoke_runs(root: str | Path | None = None) -> list[Path]:
+    """Execute :data:`SMOKE_INPUTS` (notebooks of the working folder, smoke presets) into ``root``
+    (empty: the default runs folder); return their run folders."""
+    return [runs.execute(f"{name}.ipynb", {**runs.resolve_parameters(f"{name}.ipynb", "smoke"), **changes}, root=root)
+            for name, changes in SMOKE_INPUTS]
+
+
 def collect(root: str | Path | None = None, patterns: str | Sequence[str] = "", notebook: str = "",
             max_runs: int = 0, exclude: Sequence[str | Path] = ()) -> list[RunRecord]:
     """The newest ``max_runs`` (0: all) runs of :func:`find_runs`, loaded; labels are the folder names
