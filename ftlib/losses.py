@@ -7,7 +7,9 @@ of :class:`SeparationLoss` on magnitudes also need the mixture's ``phase`` ``[B,
 (voxaug's ``return_phase``) to turn them back into waveforms. For complex-mask models the batch
 holds complex spectra instead (voxaug's ``return_complex``): the estimate ``mask * mixture`` is
 complex, the L1 compares real and imaginary parts, the magnitude terms compare magnitudes and the
-waveform terms need no phase. Mel-expansion terms compare log-mels
+waveform terms need no phase. A real mask of a complex batch (a model that reads the complex STFT
+for its features, :func:`~ftlib.models.has_complex_mask`) cannot change the phase: it is scored on
+magnitudes, as a magnitude model is. Mel-expansion terms compare log-mels
 ``[B, 1, M, T]`` over each item's real frames (``frame_mask``).
 """
 from __future__ import annotations
@@ -39,11 +41,26 @@ def spectral_l1(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(estimate, target)
 
 
-def separation_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 between ``mask * mixture`` and the target (all ``[B, C, F, T]``; complex for complex-mask models)."""
+def masked_mixture(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"estimate": mask * mixture, "target", "mixture"}`` ``[B, C, F, T]`` for a separation batch,
+    plus the mixture's ``"phase"`` when the batch has one. A real mask of a complex batch turns the
+    batch into magnitudes (the target clamped to the mixture's, as voxaug's magnitude items are) and
+    the phase."""
     mixture, target = batch["mixture"], batch["target"]
-    estimate = instrumental_mask(model, model(mixture)) * mixture
-    return spectral_l1(estimate, target), {}
+    mask = instrumental_mask(model, model(mixture))
+    if mixture.is_complex() and not mask.is_complex():
+        magnitude = mixture.abs()
+        return dict(estimate=mask * magnitude, target=torch.minimum(target.abs(), magnitude), mixture=magnitude,
+                    phase=mixture.angle())
+    out = dict(estimate=mask * mixture, target=target, mixture=mixture)
+    return out | ({"phase": batch["phase"]} if "phase" in batch else {})
+
+
+def separation_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 between ``mask * mixture`` and the target (all ``[B, C, F, T]``; complex for complex-mask
+    models; see :func:`masked_mixture`)."""
+    parts = masked_mixture(model, batch)
+    return spectral_l1(parts["estimate"], parts["target"]), {}
 
 
 def pretraining_l1(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -220,9 +237,9 @@ class SeparationLoss:
         return out
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        mixture, target = batch["mixture"], full_precision(batch["target"])
-        estimate = full_precision(instrumental_mask(model, model(mixture)) * mixture)
-        terms = self.terms(estimate, target, batch.get("phase"), mixture)
+        parts = masked_mixture(model, batch)
+        estimate, target = full_precision(parts["estimate"]), full_precision(parts["target"])
+        terms = self.terms(estimate, target, parts.get("phase"), parts["mixture"])
         loss = sum(getattr(self.config, name) * value for name, value in terms.items())
         return loss, {name: value.detach() for name, value in terms.items()} if len(terms) > 1 else {}
 

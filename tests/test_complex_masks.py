@@ -179,6 +179,21 @@ def test_complex_and_magnitude_models_ensemble():
             Separator([magnitude, complex_], ensemble=mode, **options)
 
 
+def test_a_mid_side_model_separates_and_ensembles_with_its_real_mask():
+    torch.manual_seed(6)
+    mid_side = models.build("conv_unet", "tiny", mid_side=True).eval()
+    magnitude = models.build("conv_unet", "tiny").eval()
+    wave = _wave(seed=7)
+    spec = _spec(wave)
+    masks = [predict_mask(mid_side, spec, 16, 4), predict_mask(magnitude, spec.abs(), 16, 4)]
+    assert not masks[0].is_complex()
+    options = dict(spectrogram=TINY_SPEC, cropsize=16, padding=4)
+    stems = Separator(mid_side, **options).separate(wave)
+    np.testing.assert_allclose(stems["instrumental"], _expected(wave, masks[0]), atol=1e-5)
+    lowest = Separator([mid_side, magnitude], ensemble="min", **options).separate(wave)
+    np.testing.assert_allclose(lowest["instrumental"], _expected(wave, torch.minimum(*masks)), atol=1e-5)
+
+
 def test_roformers_separate_with_their_own_stft_and_vocal_masks():
     torch.manual_seed(0)
     model = models.build("bs_roformer", "tiny").eval()

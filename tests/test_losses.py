@@ -131,3 +131,19 @@ def test_complex_mask_models_train_on_complex_spectra_without_a_phase():
         model.zero_grad()
         value.backward()
         assert all(p.grad is not None for p in model.parameters())
+
+
+def test_a_real_mask_of_a_complex_batch_is_scored_on_magnitudes():
+    batch = _complex_batch(seed=1)
+    model = models.build("conv_unet", "tiny", mid_side=True)
+    magnitude = batch["mixture"].abs()
+    mask = model(batch["mixture"])
+    expected = (mask * magnitude - torch.minimum(batch["target"].abs(), magnitude)).abs().mean()
+    torch.testing.assert_close(losses.separation_l1(model, batch)[0], expected)
+    torch.testing.assert_close(losses.SeparationLoss()(model, batch)[0], expected)
+    parts = losses.masked_mixture(model, batch)
+    torch.testing.assert_close(parts["phase"], batch["mixture"].angle())
+    stft = losses.SeparationLoss(losses.SeparationLossConfig.preset("stft", n_fft=128, hop_length=64))
+    value, _ = stft(model, batch)  # the waveform terms resynthesise with the mixture's phase
+    value.backward()
+    assert torch.isfinite(value) and all(p.grad is not None for p in model.parameters())

@@ -5,7 +5,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ftlib import checkpoint, models
 from ftlib.errors import CheckpointError, ConfigError
-from ftlib.layers import MultichannelMultiheadAttention
+from ftlib.layers import MultichannelMultiheadAttention, mid_side_magnitudes
 
 SEPARATORS = ["asym_unet_mct", "conv_unet", "frame_primer", "frame_transformer", "temporal_unet"]
 DISCRIMINATORS = ["patch_discriminator", "vocal_activity_discriminator"]
@@ -27,16 +27,18 @@ VARIANTS = [
     ("conv_unet", {}),
     ("conv_unet", {"time_downsample": 2, "lstm_from_level": 0, "lstm_maps": 2, "in_channels": 1, "input_power": 0.5}),
     ("conv_unet", {"max_bin": 32}),
+    ("conv_unet", {"mid_side": True, "max_bin": 32}),
 ]
 ATTENTION = [name for name in SEPARATORS if name != "conv_unet"]  # families with attention layers
 
 
 def _input(model, frames=12, batch=2):
-    return torch.rand(batch, model.config.in_channels, model.config.num_bins, frames)
+    x = torch.rand(batch, model.config.in_channels, model.config.num_bins, frames)
+    return torch.polar(x, 2 * torch.pi * torch.rand_like(x)) if models.is_complex(model) else x
 
 
 def _call(model, x):
-    return model(x) if model.task == "separation" else model(x, x)
+    return model(x, x) if model.task == "discriminator" else model(x)
 
 
 def test_registry_lists_and_builds():
@@ -61,7 +63,7 @@ def test_mask_shape_and_range_for_any_length(name, options, frames):
     model = models.build(name, "tiny", **options)
     x = _input(model, frames)
     mask = model(x)
-    assert mask.shape == x.shape and mask.dtype == x.dtype
+    assert mask.shape == x.shape and mask.dtype == x.real.dtype
     assert mask.min() >= 0 and mask.max() <= 1
 
 
@@ -103,6 +105,26 @@ def test_conv_unet_max_bin_sees_the_low_bins_and_extends_their_top_mask():
         models.build("conv_unet", "tiny", max_bin=65)
     with pytest.raises(ConfigError, match="divisible"):
         models.build("conv_unet", "tiny", max_bin=30)
+
+
+def test_conv_unet_mid_side_sees_how_the_channels_phases_agree():
+    torch.manual_seed(0)
+    model = models.build("conv_unet", "tiny", mid_side=True).eval()
+    assert models.is_complex(model) and not models.has_complex_mask(model)
+    magnitude = torch.rand(2, 1, 64, 8) + 0.1
+    centre = torch.polar(magnitude.expand(-1, 2, -1, -1), torch.zeros(2, 2, 64, 8))
+    opposite = centre * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1)  # the same magnitudes, out of phase
+    features = [mid_side_magnitudes(x) for x in (centre, opposite)]
+    torch.testing.assert_close(features[0][:, 3], torch.zeros(2, 64, 8))  # a centred source has no side
+    torch.testing.assert_close(features[1][:, 2], torch.zeros(2, 64, 8))
+    torch.testing.assert_close(mid_side_magnitudes(centre.flip(1)), features[0])  # L/R swap keeps mid and side
+    assert not torch.allclose(model(centre), model(opposite))
+    with pytest.raises(ValueError, match="complex stereo STFT"):
+        model(magnitude.expand(-1, 2, -1, -1))
+    with pytest.raises(ValueError, match="complex stereo STFT"):
+        mid_side_magnitudes(centre[:, :1])
+    with pytest.raises(ConfigError, match="mid_side needs stereo"):
+        models.build("conv_unet", "tiny", mid_side=True, in_channels=1)
 
 
 def test_discriminator_outputs():
@@ -172,7 +194,7 @@ def test_presets_match_published_sizes():
 def test_frame_primer_matches_the_published_size_with_its_position_tables():
     # FramePrimer2 (118 M published) learned a [heads, head_dim, cropsize=2048] position table per attention
     # layer, i.e. features x 2048 parameters; ftlib uses rotary embeddings instead (any length).
-    from ftlib.layers import MultichannelMultiheadAttention
+    from ftlib.layers import MultichannelMultiheadAttention, mid_side_magnitudes
     from ftlib.models.inspect import count_parameters
 
     model = models.build("frame_primer", "default")

@@ -250,7 +250,8 @@ def test_train_command_lists_recipes_and_trains_a_preset_into_a_run_folder(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,overrides", [("frame_transformer", {"output": "complex_mask"}), ("bs_roformer", {}),
-                                            ("mel_roformer", {})], ids=["frame_transformer_complex", "bs", "mel"])
+                                            ("mel_roformer", {}), ("conv_unet", {"mid_side": True})],
+                         ids=["frame_transformer_complex", "bs", "mel", "conv_unet_mid_side"])
 def test_separation_recipe_trains_and_evaluates_complex_mask_models(name, overrides, tmp_path):
     config = recipes.separation.Config.preset("tiny", model=dict(name=name, preset="tiny", overrides=overrides),
                                               train=dict(steps=2), evaluation=dict(context_cropsizes=(16,)))

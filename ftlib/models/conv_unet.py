@@ -10,7 +10,10 @@ volume: a BiLSTM across the frames of that level gives the whole crop as context
 upsample to their skip's size (bilinear), so any number of frames works. A per-frame norm, a
 bias-free 1x1 projection and a sigmoid give the mask.
 
-Input ``[B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1].
+Input ``[B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]. With ``mid_side`` the model
+reads the complex stereo STFT (``task == "complex_separation"``) and sees the magnitudes of the
+left, right, mid and side signals (:func:`~ftlib.layers.mid_side_magnitudes`); its mask is still a
+real mask of the magnitude.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import torch
 from torch import nn
 
 from ftlib.config import Config
-from ftlib.layers import ChannelMix, FrameDecoder, FrameEncoder, FrameLSTMBlock, MultichannelLayerNorm
-from ftlib.models.registry import register
+from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameLSTMBlock, MultichannelLayerNorm,
+                          mid_side_magnitudes)
+from ftlib.models.registry import COMPLEX, register
 
 
 @dataclasses.dataclass
@@ -41,6 +45,9 @@ class ConvUNetConfig(Config):
         input_power: exponent applied to the input magnitude before the first encoder (0.5: its
             square root, which compresses the range between loud and quiet bins); the mask still
             scales the raw magnitude.
+        mid_side: read the complex stereo STFT and see the magnitudes of its mid ``(L + R) / 2`` and
+            side ``(L - R) / 2`` beside those of left and right (``in_channels`` 2); the mask stays
+            real.
     """
 
     in_channels: int = 2
@@ -54,6 +61,7 @@ class ConvUNetConfig(Config):
     lstm_hidden: int = 256
     activation: str = "gelu"
     input_power: float = 1.0
+    mid_side: bool = False
 
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), time_downsample=1, lstm_from_level=1,
@@ -61,8 +69,8 @@ class ConvUNetConfig(Config):
         # sized for a 2-core CPU
         "small": dict(channels=16, lstm_maps=1, lstm_hidden=128),
         # the separation recipe's cpu preset: half the maps and the lowest 512 bins (11 kHz at n_fft
-        # 2048), four times the training steps of "small" in the same time
-        "cpu": dict(channels=8, lstm_maps=1, lstm_hidden=128, max_bin=512),
+        # 2048), four times the training steps of "small" in the same time; mid/side input
+        "cpu": dict(channels=8, lstm_maps=1, lstm_hidden=128, max_bin=512, mid_side=True),
     }
 
     @property
@@ -86,13 +94,15 @@ class ConvUNetConfig(Config):
         self.require(0 <= self.lstm_from_level <= levels, f"lstm_from_level must be in [0, {levels}]")
         self.require(self.activation in ("gelu", "relu2", "relu"), f"unknown activation {self.activation!r}")
         self.require(self.input_power > 0, f"input_power must be > 0, got {self.input_power}")
+        self.require(not self.mid_side or self.in_channels == 2,
+                     f"mid_side needs stereo input (in_channels 2), got in_channels {self.in_channels}")
 
 
 @register("conv_unet", ConvUNetConfig)
 class ConvUNet(nn.Module):
     """Convolutional U-Net with LSTM frame blocks (see module docstring). ``config``: ConvUNetConfig."""
 
-    task = "separation"
+    complex_mask = False  # a real mask, also when the model reads the complex STFT
 
     def __init__(self, config: ConvUNetConfig):
         super().__init__()
@@ -105,7 +115,7 @@ class ConvUNet(nn.Module):
             return FrameLSTMBlock(in_ch, maps[level], bins[level], cfg.lstm_hidden) if maps[level] else None
 
         self.encoders, self.encoder_lstms = nn.ModuleList(), nn.ModuleList()
-        in_ch = cfg.in_channels
+        in_ch = 2 * cfg.in_channels if cfg.mid_side else cfg.in_channels
         for i, width in enumerate(widths):
             stride = (2, 2 if i <= cfg.time_downsample else 1) if i else (1, 1)
             self.encoders.append(FrameEncoder(in_ch, width, bins[i - 1] if i else bins[0], stride, cfg.activation))
@@ -120,14 +130,24 @@ class ConvUNet(nn.Module):
         self.out_norm = MultichannelLayerNorm(in_ch, cfg.bins_seen)
         self.out = ChannelMix(in_ch, cfg.in_channels)
 
+    @property
+    def task(self) -> str:
+        """"complex_separation" with ``mid_side`` (the model reads the complex STFT), else "separation"."""
+        return COMPLEX if self.config.mid_side else "separation"
+
     @staticmethod
     def _with_lstm(block: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
         return x if block is None else torch.cat([x, block(x)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1]."""
+        """``x [B, C, F, T]`` magnitude (with ``mid_side``: complex STFT) -> ``[B, C, F, T]`` mask in [0, 1]."""
+        if x.is_complex() != self.config.mid_side:
+            raise ValueError("this conv_unet takes " + ("a complex stereo STFT" if self.config.mid_side
+                             else "a real magnitude") + f" [B, C, F, T]; got {x.dtype}")
         num_bins, seen = x.shape[2], self.config.bins_seen
         x = x[:, :, :seen]
+        if self.config.mid_side:
+            x = mid_side_magnitudes(x)
         skips = []
         if self.config.input_power != 1.0:
             x = x.clamp_min(0).pow(self.config.input_power)

@@ -35,8 +35,14 @@ INSTRUMENTAL_STEMS = ("instrumental", "other", "accompaniment")
 
 
 def is_complex(model: nn.Module) -> bool:
-    """Whether ``model`` reads the complex STFT and returns a complex mask."""
+    """Whether ``model`` reads the complex STFT (its mask is complex unless :func:`has_complex_mask` says not)."""
     return getattr(model, "task", None) == COMPLEX
+
+
+def has_complex_mask(model: nn.Module) -> bool:
+    """Whether ``model`` returns a complex mask: a model of the complex STFT does unless its
+    ``complex_mask`` attribute is False (a conv U-Net that reads it for mid/side features)."""
+    return is_complex(model) and getattr(model, "complex_mask", True)
 
 
 def instrumental_mask(model: nn.Module, output) -> Any:

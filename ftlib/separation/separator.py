@@ -5,10 +5,11 @@ Every stage runs block by block, so memory stays flat in the song's length::
     audio blocks -> StftStream -> X -> _MaskStream (models x TTA grids, ensembled) -> [post-process]
         -> mask * X -> IstftStream -> instrumental; vocals = mixture - instrumental
 
-A magnitude-mask model sees ``|X|`` and returns a real mask; a complex-mask model
-(``task == "complex_separation"``) sees ``X`` and returns a complex one. Both are masks of the
-instrumental (:func:`~ftlib.models.instrumental_mask`), so they ensemble, take TTA and post-process
-alike; the STFT is the model's own (:func:`model_spectrogram`).
+A magnitude-mask model sees ``|X|`` and returns a real mask; a model of the complex STFT
+(``task == "complex_separation"``) sees ``X`` and returns a complex mask (or a real one, see
+:func:`~ftlib.models.has_complex_mask`). All are masks of the instrumental
+(:func:`~ftlib.models.instrumental_mask`), so they ensemble, take TTA and post-process alike; the
+STFT is the model's own (:func:`model_spectrogram`).
 
 A *grid* cuts the song's frames into chunks of ``cropsize``; each chunk is given ``padding`` frames
 of its real neighbours on both sides (zeros beyond the song's edges), chunks run through the model
@@ -33,7 +34,7 @@ from ftlib import checkpoint
 from ftlib.audio import Spectrogram, SpectrogramConfig
 from ftlib.devices import autocast_available, default_device, native_bf16
 from ftlib.errors import AudioError, CheckpointError, ConfigError, SeparationError
-from ftlib.models import instrumental_mask, is_complex
+from ftlib.models import has_complex_mask, instrumental_mask, is_complex
 from ftlib.separation import stream
 from ftlib.separation.stream import AudioSource, IstftStream, StemWriter, StftStream
 
@@ -455,7 +456,7 @@ class Separator:
         if ensemble not in ENSEMBLES or normalise not in NORMALISE:
             raise ConfigError(f"ensemble must be one of {ENSEMBLES} and normalise one of {NORMALISE}, "
                               f"got {ensemble!r} and {normalise!r}")
-        if ensemble in ("min", "max") and any(is_complex(m) for m in models):
+        if ensemble in ("min", "max") and any(has_complex_mask(m) for m in models):
             raise ConfigError(f"the {ensemble!r} ensemble compares magnitude masks; with complex-mask models "
                               "use 'average' or 'waveform'")
         batch_size = batch_size or (1 if self.device.type == "cpu" else 16)
