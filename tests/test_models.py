@@ -19,6 +19,7 @@ VARIANTS = [
     ("frame_transformer", {"input_attention_maps": 2, "decoder_attention": "self", "qkv_conv": "kxk",
                            "residual_attention": True}),
     ("frame_transformer", {"source_attention": True, "input_attention_maps": 1}),
+    ("frame_transformer", {"mid_side": True, "source_attention": True}),
     ("temporal_unet", {}),
     ("temporal_unet", {"residual_attention": True, "in_channels": 1}),
     ("frame_primer", {}),
@@ -107,9 +108,10 @@ def test_conv_unet_max_bin_sees_the_low_bins_and_extends_their_top_mask():
         models.build("conv_unet", "tiny", max_bin=30)
 
 
-def test_conv_unet_mid_side_sees_how_the_channels_phases_agree():
+@pytest.mark.parametrize("name", ["conv_unet", "frame_transformer"])
+def test_mid_side_models_see_how_the_channels_phases_agree(name):
     torch.manual_seed(0)
-    model = models.build("conv_unet", "tiny", mid_side=True).eval()
+    model = models.build(name, "tiny", mid_side=True).eval()
     assert models.is_complex(model) and not models.has_complex_mask(model)
     magnitude = torch.rand(2, 1, 64, 8) + 0.1
     centre = torch.polar(magnitude.expand(-1, 2, -1, -1), torch.zeros(2, 2, 64, 8))
@@ -120,11 +122,11 @@ def test_conv_unet_mid_side_sees_how_the_channels_phases_agree():
     torch.testing.assert_close(mid_side_magnitudes(centre.flip(1)), features[0])  # L/R swap keeps mid and side
     assert not torch.allclose(model(centre), model(opposite))
     with pytest.raises(ValueError, match="complex stereo STFT"):
-        model(magnitude.expand(-1, 2, -1, -1))
-    with pytest.raises(ValueError, match="complex stereo STFT"):
         mid_side_magnitudes(centre[:, :1])
-    with pytest.raises(ConfigError, match="mid_side needs stereo"):
-        models.build("conv_unet", "tiny", mid_side=True, in_channels=1)
+    with pytest.raises(ValueError, match="complex"):
+        model(magnitude.expand(-1, 2, -1, -1))
+    with pytest.raises(ConfigError, match="mid_side"):
+        models.build(name, "tiny", mid_side=True, in_channels=1)
 
 
 def test_discriminator_outputs():

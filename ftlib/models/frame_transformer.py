@@ -22,7 +22,9 @@ Input ``[B, C, F, T]`` magnitude -> output ``[B, C, F, T]`` mask in [0, 1].
 With ``output="complex_mask"`` the model is phase-aware (``task = "complex_separation"``): it
 reads the complex STFT ``[B, C, F, T]`` (as its magnitude, real and imaginary parts: 3C input
 maps) and returns an unbounded complex mask ``[B, C, F, T]`` (2C output maps, real and
-imaginary), so ``mask * spec`` can correct the phase as well as the level.
+imaginary), so ``mask * spec`` can correct the phase as well as the level. With ``mid_side`` it
+reads the complex stereo STFT too but sees the magnitudes of left, right, mid and side
+(:func:`~ftlib.layers.mid_side_magnitudes`, 4 input maps) and returns a magnitude mask.
 
 As a diffusion denoiser (:mod:`ftlib.diffusion`) the same network takes a timestep ``t [B]``
 (``time_embedding``: sinusoids + MLP, projected by every block onto its extracted maps), optional
@@ -39,8 +41,8 @@ from torch import nn
 
 from ftlib.config import Config
 from ftlib.layers import (ChannelMix, FrameDecoder, FrameEncoder, FrameTransformerBlock, MultichannelLayerNorm,
-                          TimestepEmbedding, residual_links)
-from ftlib.models.registry import register
+                          TimestepEmbedding, mid_side_magnitudes, residual_links)
+from ftlib.models.registry import COMPLEX, register
 
 
 def per_level(values: tuple, levels: int) -> tuple:
@@ -83,6 +85,8 @@ class FrameTransformerConfig(Config):
         condition_channels: channels of a ``condition [B, Cc, F, T]`` concatenated to the input.
         output: "mask" (sigmoid, in [0, 1]), "linear" (unbounded: denoisers) or "complex_mask"
             (complex STFT in, complex mask out).
+        mid_side: read the complex stereo STFT and see the magnitudes of its mid ``(L + R) / 2`` and
+            side ``(L - R) / 2`` beside those of left and right (``in_channels`` 2, ``output="mask"``).
     """
 
     in_channels: int = 2
@@ -111,6 +115,7 @@ class FrameTransformerConfig(Config):
     time_features: int = 64
     condition_channels: int = 0
     output: str = "mask"
+    mid_side: bool = False
 
     PRESETS = {
         "tiny": dict(num_bins=64, channels=4, channel_multipliers=(1, 2, 3), attention_maps=(1,), num_heads=2),
@@ -161,13 +166,23 @@ class FrameTransformerConfig(Config):
                      "output must be 'mask', 'linear' or 'complex_mask'")
         self.require(self.output != "complex_mask" or not (self.time_embedding or self.condition_channels),
                      "a complex-mask head is for separation: no time embedding or condition channels")
+        self.require(not self.mid_side or (self.in_channels == 2 and self.output == "mask"
+                                           and not (self.time_embedding or self.condition_channels)),
+                     "mid_side is for stereo separation: in_channels 2, output 'mask', no time embedding or condition")
+        self.require(not self.time_embedding or self.transformer_from_level < levels,
+                     "time_embedding needs transformer blocks (transformer_from_level < levels): blocks inject it")
 
     @property
     def input_maps(self) -> int:
-        """Maps the network reads: C magnitudes, or C magnitudes + C real + C imaginary parts."""
-        return self.in_channels * (3 if self.output == "complex_mask" else 1) + self.condition_channels
-        self.require(not self.time_embedding or self.transformer_from_level < levels,
-                     "time_embedding needs transformer blocks (transformer_from_level < levels): blocks inject it")
+        """Maps the network reads: C magnitudes, or C magnitudes + C real + C imaginary parts, or the
+        4 magnitudes of left, right, mid and side."""
+        per_channel = 3 if self.output == "complex_mask" else 2 if self.mid_side else 1
+        return self.in_channels * per_channel + self.condition_channels
+
+    @property
+    def reads_complex(self) -> bool:
+        """Whether the model's input is the complex STFT."""
+        return self.output == "complex_mask" or self.mid_side
 
 
 @register("frame_transformer", FrameTransformerConfig)
@@ -231,11 +246,16 @@ class FrameTransformer(nn.Module):
 
     @property
     def task(self) -> str:
-        """"separation" (a magnitude-mask model), "complex_separation" (complex-mask head), or
-        "denoiser" with a timestep or a linear output (the separator refuses it)."""
-        if self.config.output == "complex_mask":
-            return "complex_separation"
+        """"separation" (a magnitude-mask model), "complex_separation" (complex STFT in: complex-mask
+        head or ``mid_side``), or "denoiser" with a timestep or a linear output (the separator refuses it)."""
+        if self.config.reads_complex:
+            return COMPLEX
         return "denoiser" if self.config.time_embedding or self.config.output != "mask" else "separation"
+
+    @property
+    def complex_mask(self) -> bool:
+        """Whether the mask is complex (the complex-mask head; ``mid_side`` gives a real one)."""
+        return self.config.output == "complex_mask"
 
     def _run(self, index: int, block: FrameTransformerBlock, x: torch.Tensor, memories: list,
              scores: torch.Tensor | None, time: torch.Tensor | None):
@@ -247,10 +267,12 @@ class FrameTransformer(nn.Module):
     def _inputs(self, x: torch.Tensor, t: torch.Tensor | None, condition: torch.Tensor | None):
         """Check the optional inputs against the config: ``(x with the condition concatenated, time vector)``."""
         cfg = self.config
-        if x.is_complex() != (cfg.output == "complex_mask"):
-            raise ValueError("this frame transformer takes " + ("a complex STFT" if cfg.output == "complex_mask"
+        if x.is_complex() != cfg.reads_complex:
+            raise ValueError("this frame transformer takes " + ("a complex STFT" if cfg.reads_complex
                              else "a real magnitude") + f" [B, C, F, T]; got {x.dtype}")
-        if x.is_complex():
+        if cfg.mid_side:
+            x = mid_side_magnitudes(x)
+        elif x.is_complex():
             x = torch.cat([x.abs(), x.real, x.imag], dim=1)
         if (t is None) == cfg.time_embedding:
             raise ValueError("this frame transformer " + ("is a diffusion denoiser: pass the timestep t [B]"
@@ -268,8 +290,9 @@ class FrameTransformer(nn.Module):
         return x, t
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, condition: torch.Tensor | None = None):
-        """``x [B, C, F, T]`` magnitude -> ``[B, C, F, T]`` mask in [0, 1] (``output="mask"``); with
-        ``output="complex_mask"`` complex STFT ``[B, C, F, T]`` -> complex mask ``[B, C, F, T]``.
+        """``x [B, C, F, T]`` magnitude (with ``mid_side``: complex STFT) -> ``[B, C, F, T]`` mask in
+        [0, 1] (``output="mask"``); with ``output="complex_mask"`` complex STFT ``[B, C, F, T]`` ->
+        complex mask ``[B, C, F, T]``.
 
         A denoiser also takes the timestep ``t [B]`` (``time_embedding``) and ``condition [B, Cc, F, T]``
         (``condition_channels``), and returns unbounded ``[B, C, F, T]`` with ``output="linear"``.

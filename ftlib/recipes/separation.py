@@ -210,7 +210,8 @@ def build_model(config: Config) -> nn.Module:
 def build(config: Config) -> Parts:
     model = build_model(config)
     if config.adversarial.enabled and models.is_complex(model):
-        raise ConfigError("the adversarial option judges magnitude masks; it does not take a complex-mask model")
+        raise ConfigError("the adversarial option judges magnitude masks of magnitude inputs; it takes neither a "
+                          "complex-mask model nor one with mid/side input (a model of the complex STFT)")
     train_data, valid_data = build_data(config, models.is_complex(model))
     groups = finetune.param_groups(model, config.finetune.method, config.finetune.llrd_decay,
                                    config.finetune.last_decoders)
