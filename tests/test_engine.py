@@ -204,3 +204,20 @@ def test_a_run_saved_before_per_step_seeds_resumes(voxaug, tmp_path):
     checkpoint.save(checkpoint.load(folder), folder, **state)
     fit(_model(), losses.separation_l1, voxaug, cfg, tmp_path / "run")
     assert checkpoint.load_state(latest_checkpoint(tmp_path / "run"))["step"] == 4
+
+
+def test_prefetching_thread_stacks_batches_like_torch():
+    from torch.utils.data import default_collate
+
+    from ftlib.train.engine import _stack_in_numpy
+
+    torch.manual_seed(0)
+    items = [{"mixture": torch.randn(2, 8, 4, dtype=torch.complex64), "target": torch.rand(2, 4, 8).transpose(1, 2),
+              "activity": torch.rand(4) > 0.5} for _ in range(3)]
+    batch, reference = _stack_in_numpy(items), default_collate(items)
+    assert batch.keys() == reference.keys()
+    for key in batch:
+        assert batch[key].dtype == reference[key].dtype
+        torch.testing.assert_close(batch[key], reference[key], rtol=0, atol=0)
+    mixed = [{"mixture": torch.zeros(2), "index": i} for i in range(3)]
+    assert _stack_in_numpy(mixed)["index"].tolist() == [0, 1, 2]

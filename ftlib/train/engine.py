@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ftlib import checkpoint
 from ftlib.config import Config
@@ -252,6 +252,15 @@ def _workers(requested: int, device: torch.device, processes: int) -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(1, local)))
 
 
+def _stack_in_numpy(items: list[dict]) -> dict:
+    """Collate items into a batch by stacking their tensors with numpy: a copy made by torch in the
+    prefetching thread would start a second OpenMP team there, which competes with the model's
+    threads for the cores."""
+    if not all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in items[0].values()):
+        return default_collate(items)
+    return {k: torch.from_numpy(np.stack([item[k].numpy() for item in items])) for k in items[0]}
+
+
 class _Prefetch:
     """Batches of ``iterator`` built by a background thread, ``depth`` ahead of the training loop: the
     next batch is assembled (numpy and the cache's memory maps release the GIL) while the model runs."""
@@ -320,6 +329,7 @@ class _StageBatches:
                                        self.rank, self.world_size)
             # the loader's own generator: starting its iterator must not draw from the per-step streams
             batches = iter(DataLoader(data, batch_sampler=sampler, num_workers=self.workers, pin_memory=self.pin,
+                                      collate_fn=None if self.workers else _stack_in_numpy,
                                       persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers else None,
                                       generator=torch.Generator().manual_seed(cfg.seed)))
             self.close()
