@@ -8,7 +8,6 @@ CONSTRAINTS ?= constraints/cpu.txt
 ARGS ?=
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install quickstart test test-fast browser gpu-check
 
@@ -22,6 +21,10 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 
 quickstart: install
 	$(BIN)/ftlib run notebooks/00_quickstart.ipynb $(ARGS)
+
+# the test suite runs notebook kernels and processes beside pytest's own: OpenMP threads that sleep
+# when idle instead of spinning keep them from slowing each other down
+test test-fast: export OMP_WAIT_POLICY ?= PASSIVE
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
