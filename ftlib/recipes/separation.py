@@ -128,10 +128,11 @@ class Config(Section):
                     train=dict(steps=3600, batch_size=4, lr=1e-3, warmup_steps=25, eval_every=600,
                                checkpoint_every=400, log_every=20, ema_decay=0.0),
                     evaluation=dict(context_cropsizes=(64, 128, 256))),
-        # for one GPU: the defaults (frame_transformer/medium, 256-frame crops), and the RoFormers as
-        # their papers train them (hop 441, 8-second crops, complex masks), their steps sized for one
-        # GPU-day of an H100/H200-class GPU by `python bench/gpu_day.py` (docs/results/roformers.md)
-        "gpu": {},
+        # for one GPU: the defaults (frame_transformer/medium, 256-frame crops) seeing mid and side,
+        # and the RoFormers as their papers train them (hop 441, 8-second crops, complex masks), their
+        # steps sized for one GPU-day of an H100/H200-class GPU by `python bench/gpu_day.py`
+        # (docs/results/roformers.md, docs/results/real-music.md)
+        "gpu": dict(model=dict(overrides={"mid_side": True})),
         "gpu_bs_roformer": dict(model=dict(name="bs_roformer", preset="msst_vocals"),
                                 data=dict(spectrogram=dict(hop_length=441)), voxaug=dict(cropsize=800),
                                 train=dict(steps=250_000, batch_size=8, lr=3e-4)),
