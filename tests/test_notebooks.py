@@ -151,7 +151,8 @@ def test_the_reports_smoke_inputs_go_where_runs_root_says(tmp_path):
     run, metrics = _run("60_report", tmp_path / "runs", "--preset", "smoke", "-p", "runs_root", str(elsewhere),
                         "-p", "max_runs", "2")
     made = sorted(runs.notebook_of(p) for p in elsewhere.iterdir())
-    assert made == ["00_quickstart", "00_quickstart", "05_models"] and metrics["runs"] == 2
+    assert made == ["00_quickstart", "00_quickstart", "05_models"] and metrics["smoke_runs_made"] == 3
+    assert metrics["runs"] == 2
 
 
 @pytest.mark.notebooks
