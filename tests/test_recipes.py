@@ -226,6 +226,27 @@ def test_separation_keeps_the_crop_size_with_the_best_median_vocal_sdr(tmp_path,
     assert model.inference["best_cropsize"] == 16 and "vocals_sdr" not in out["context_length"][0]
 
 
+@pytest.mark.slow
+def test_a_run_evaluates_and_returns_the_checkpoint_it_leaves_for_separating(tmp_path, monkeypatch):
+    from ftlib.recipes import separation
+    trained, evaluated = separation.train, []
+
+    def last_step_unlike_best(config, run_dir, stop_after=None):
+        model = trained(config, run_dir, stop_after)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        return model
+
+    monkeypatch.setattr(separation, "train", last_step_unlike_best)
+    monkeypatch.setattr(separation, "evaluate", lambda model, config, run_dir: evaluated.append(model) or {})
+    model = recipes.run(separation.Config.preset("tiny", train=dict(steps=2)), tmp_path)
+    best = checkpoint.load(tmp_path / "checkpoints" / "best")
+    assert evaluated == [model]
+    for (name, a), b in zip(best.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 # --------------------------------------------------------------------------------- ftlib train
 
 def test_train_command_parses_dotted_overrides_and_names_bad_ones():

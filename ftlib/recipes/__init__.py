@@ -68,21 +68,26 @@ def run(config: Config, run_dir: str | Path, stop_after: int | None = None, num_
     """Train ``config``'s recipe into ``run_dir`` (resuming it), evaluate the model and write
     ``metrics.json`` (the evaluation and the training seconds); returns the trained model.
 
-    ``num_processes > 1`` trains in that many processes through Accelerate's notebook launcher (one
-    per GPU; gloo on CPU) and reads the model back from the run folder. ``stop_after`` ends
-    training early (resumable) and skips the evaluation.
+    The model evaluated and returned is the one the run leaves for separating: ``checkpoints/best``
+    when the recipe validates, otherwise the last step's weights. ``num_processes > 1`` trains in
+    that many processes through Accelerate's notebook launcher (one per GPU; gloo on CPU) and reads
+    the model back from the run folder. ``stop_after`` ends training early (resumable), skips the
+    evaluation and returns the last step's weights.
     """
     module, run_dir = recipe_of(config), Path(run_dir)
     started = time.time()
+    model = None
     if num_processes > 1:
         from accelerate import notebook_launcher
 
         notebook_launcher(module.train, (config, str(run_dir), stop_after), num_processes=num_processes)
-        folder = run_dir / "checkpoints"
-        model = checkpoint.load(folder / "best" if (folder / "best").is_dir() else latest_checkpoint(run_dir))
     else:
         model = module.train(config, run_dir, stop_after)
     seconds = time.time() - started
+    best = run_dir / "checkpoints" / "best"
+    if model is None or (stop_after is None and best.is_dir()):
+        device = next(model.parameters()).device if model is not None else "cpu"
+        model = checkpoint.load(best if stop_after is None and best.is_dir() else latest_checkpoint(run_dir)).to(device)
     if stop_after is not None or not process_state().is_main_process:
         return model
     metrics: dict[str, Any] = {"recipe": module.NAME, "train_seconds": seconds, **module.evaluate(model, config, run_dir)}
