@@ -85,9 +85,10 @@ def run(config: Config, run_dir: str | Path, stop_after: int | None = None, num_
         model = module.train(config, run_dir, stop_after)
     seconds = time.time() - started
     best = run_dir / "checkpoints" / "best"
-    if model is None or (stop_after is None and best.is_dir()):
+    left = best if stop_after is None and best.is_dir() else None  # what separating will use
+    if model is None or left is not None:
         device = next(model.parameters()).device if model is not None else "cpu"
-        model = checkpoint.load(best if stop_after is None and best.is_dir() else latest_checkpoint(run_dir)).to(device)
+        model = checkpoint.load(left or latest_checkpoint(run_dir)).to(device)
     if stop_after is not None or not process_state().is_main_process:
         return model
     metrics: dict[str, Any] = {"recipe": module.NAME, "train_seconds": seconds, **module.evaluate(model, config, run_dir)}
